@@ -1,0 +1,219 @@
+"""The run config: one YAML file, validated by a schema that rejects unknown keys.
+
+Every section is a pydantic model with ``extra="forbid"``; :func:`load_config` turns a
+validation failure into one :class:`ConfigError` naming the key, the bad value, the allowed
+values and the closest valid key. The resolved config is written into the run directory so a
+result can be reproduced from its own folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reasondistill.data.format import DEFAULT_PROMPT_SUFFIX
+from reasondistill.errors import ConfigError, did_you_mean
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m"  # the embedded default, a hub id, or a local directory
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    revision: str | None = None
+
+
+class ColumnMap(Section):
+    """Which source column feeds each :class:`~reasondistill.data.Example` field."""
+
+    id: str | None = None
+    prompt: str = "prompt"
+    trace: str | None = "trace"
+    answer: str = "answer"
+    type: str | None = "type"
+    difficulty: str | None = "difficulty"
+
+
+class PuzzleSourceConfig(Section):
+    n: int = Field(2000, ge=1)
+    seed: int = 0
+    families: list[str] | None = None
+    level: int | None = None
+
+
+class DataConfig(Section):
+    source: Literal["jsonl", "csv", "parquet", "hf", "gsm8k", "aqua", "puzzles"] = "puzzles"
+    path: str | None = None  # a file, or for "hf" a dataset id / directory
+    split: str = "train"
+    hf_config: str | None = None
+    columns: ColumnMap = ColumnMap()
+    on_bad_row: Literal["error", "drop"] = "error"
+    limit: int | None = Field(None, ge=1)
+    puzzles: PuzzleSourceConfig = PuzzleSourceConfig()
+
+
+class FormatConfig(Section):
+    prompt_suffix: str = DEFAULT_PROMPT_SUFFIX
+    min_trace_chars: int = Field(5, ge=0)
+    answer_only: bool = False
+    enable_thinking: bool = True
+    max_length: int = Field(1024, ge=8)
+    truncate: Literal["drop", "trace"] = "drop"
+
+
+LoraFamily = Literal["attention", "mlp", "mamba", "moe"]
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    families: list[LoraFamily] = ["attention", "mlp"]
+    target_modules: list[str] | None = None  # explicit list overrides families
+
+
+class PhaseConfig(Section):
+    """One phase of training; unset keys come from the phase's preset."""
+
+    learning_rate: float | None = Field(None, gt=0)
+    lr_scheduler_type: str | None = None
+    warmup_steps: int | None = Field(None, ge=0)
+    max_grad_norm: float | None = Field(None, ge=0)  # 0 = clipping off
+    neftune_noise_alpha: float | None = Field(None, ge=0)
+    num_train_epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = None
+
+
+class TrainConfig(Section):
+    phases: list[Literal["train", "nudge"]] = ["train"]
+    hard_types: list[str] = []
+    stratify: bool = True
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(2, ge=1)
+    seed: int = 42
+    bf16: bool | Literal["auto"] = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(50, ge=1)
+    train: PhaseConfig = PhaseConfig()
+    nudge: PhaseConfig = PhaseConfig()
+
+
+class EvalConfig(Section):
+    data: DataConfig | None = None  # held-out problems; default: the training source's test split
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(16, ge=1)
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    temperature: float = Field(0.0, ge=0.0)
+    num_samples: int = Field(1, ge=1)
+    rel_tol: float = Field(1e-4, ge=0.0)
+    limit: int | None = Field(None, ge=1)
+
+
+class TrackingConfig(Section):
+    report_to: list[Literal["tensorboard", "wandb", "none"]] = ["none"]
+    run_name: str | None = None
+
+
+class RunConfig(Section):
+    output_dir: str = "runs/default"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    format: FormatConfig = FormatConfig()
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _nudge_needs_hard_types(self) -> "RunConfig":
+        if "nudge" in self.train.phases and not self.train.hard_types:
+            raise ValueError(
+                "train.phases includes 'nudge' but train.hard_types is empty; name the hard "
+                "types (e.g. [bit_manipulation]) or set train.phases: [train]"
+            )
+        return self
+
+
+def _explain(error: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _section_at(model, err["loc"][:-1])
+            hint = did_you_mean(str(err["loc"][-1]), parent.model_fields) if parent else ""
+            allowed = ", ".join(parent.model_fields) if parent else ""
+            lines.append(f"  unknown key {loc!r}{hint}; allowed here: {allowed}")
+        else:
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {loc or '<root>'}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _section_at(model: type[BaseModel], loc) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                       None)
+        if current is None:
+            return None
+    return current
+
+
+def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_explain(error, RunConfig, source)) from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``--set a.b=value`` overrides (values parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.seed=3")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a YAML config (``None`` = all defaults)."""
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return parse_config(apply_overrides(raw, overrides or []), source)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
