@@ -82,7 +82,10 @@ def escape_unbalanced_braces(answer: str) -> str:
                 unmatched.add(i)
         i += 1
     unmatched.update(open_stack)
-    return "".join("\\" + c if i in unmatched else c for i, c in enumerate(chars))
+    escaped = "".join("\\" + c if i in unmatched else c for i, c in enumerate(chars))
+    # A trailing backslash would escape the box's own closing brace; a space keeps them
+    # apart and extraction strips it again.
+    return escaped + " " if escaped.endswith("\\") else escaped
 
 
 def unescape_braces(text: str) -> str:

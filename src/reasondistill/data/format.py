@@ -47,8 +47,17 @@ class FormatSpec:
 
 
 def clean_trace(trace: str) -> str:
-    """The trace as it goes into a record: no think tags, no boxes, no trailing space."""
-    return strip_boxed(THINK_TAG.sub("", trace)).rstrip()
+    """The trace as it goes into a record: no boxes, no think tags, no trailing space.
+
+    Both are removed until none is left, because removing one can join the pieces of
+    another (``<thi<think>nk>``, ``<\\boxed{x}/think>``).
+    """
+    text = trace
+    while True:
+        cleaned = THINK_TAG.sub("", strip_boxed(text))
+        if cleaned == text:
+            return cleaned.rstrip()
+        text = cleaned
 
 
 def user_message(prompt: str, spec: FormatSpec = FormatSpec()) -> dict[str, str]:
