@@ -1,0 +1,128 @@
+"""Tiny, offline stand-ins for real tokenizers and models, so tests never download anything.
+
+``tiny_tokenizer()`` is a byte-level BPE trained in-process (any text round-trips) with the
+chat specials of a Qwen3-style model and a chat template that opens ``<think>\\n`` in the
+generation prompt. ``tiny_model(kind, tok)`` builds a seeded, randomly initialised model of
+one of the architectures the LoRA planner must understand, small enough to run on CPU in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+
+IM_START, IM_END, THINK, END_THINK, ENDOFTEXT = (
+    "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|endoftext|>",
+)
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, THINK, END_THINK]
+
+# Qwen3-style, simplified so that (a) thinking is on unless enable_thinking=false, (b) the
+# generation prompt ends with "<think>\n" when it is on, and (c) an assistant turn renders
+# as exactly that prompt followed by its content, so prompt-only text is a prefix of the full one.
+CHAT_TEMPLATE = (
+    "{%- set thinking = enable_thinking is not defined or enable_thinking -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' and thinking -%}{{- '<think>\\n' -}}{%- endif -%}"
+    "{{- message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if thinking -%}{{- '<think>\\n' -}}{%- endif -%}"
+    "{%- endif -%}"
+)
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is 2+3? The answer is 5. What is 12*7? It is 84.",
+    "Solve for x: 3x + 4 = 19, so x = 5. Then y = x^2 - 1 = 24.",
+    "Convert 1011 from binary: 1*8 + 0*4 + 1*2 + 1 = 11.",
+    "Please put your final answer inside `\\boxed{}`. For example: `\\boxed{your answer}`",
+    "Let me think step by step. First, add the numbers; then divide by 2.",
+    "0123456789 +-*/=()[]{}<>!?.,:;'\"`~@#$%^&_|\\ 3.14 -7 1e-3 50% $20",
+    "Bit manipulation: 0b1010 XOR 0b0110 = 0b1100; shift left by 2 gives 48.",
+    "A cipher maps each letter to another: abc -> def, hello -> khoor.",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _build_tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        extra_special_tokens=[IM_START, THINK, END_THINK],
+        model_max_length=512,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_tokenizer():
+    """A fresh copy of the session's tiny tokenizer (built once; copies are cheap and safe to mutate)."""
+    return copy.deepcopy(_build_tiny_tokenizer())
+
+
+TINY_KINDS = ("llama", "qwen3", "nemotron_h", "mamba2", "gpt2")
+
+# NemotronH layer pattern: M = Mamba-2 mixer, * = attention, E = MoE, - = dense MLP.
+NEMOTRON_PATTERN = "M*E-ME"
+
+
+def tiny_config(kind: str, tokenizer):
+    """The config of a tiny model of ``kind`` whose vocabulary is ``tokenizer``'s."""
+    import transformers as tf
+
+    ids = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    attention = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                     max_position_embeddings=256)
+    if kind == "llama":
+        return tf.LlamaConfig(**ids, **attention, intermediate_size=64, num_hidden_layers=2,
+                              tie_word_embeddings=True)
+    if kind == "qwen3":
+        return tf.Qwen3Config(**ids, **attention, head_dim=8, intermediate_size=64,
+                              num_hidden_layers=2, tie_word_embeddings=True)
+    if kind == "nemotron_h":
+        return tf.NemotronHConfig(
+            **ids, **attention, head_dim=8, intermediate_size=64,
+            hybrid_override_pattern=NEMOTRON_PATTERN,
+            mamba_num_heads=4, mamba_head_dim=8, n_groups=2, ssm_state_size=8, conv_kernel=4,
+            chunk_size=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+            moe_shared_expert_intermediate_size=24, n_group=1, topk_group=1,
+        )
+    if kind == "mamba2":
+        return tf.Mamba2Config(**ids, hidden_size=32, num_hidden_layers=2, expand=2,
+                               num_heads=4, head_dim=16, n_groups=1, state_size=8,
+                               conv_kernel=4, chunk_size=16, tie_word_embeddings=True)
+    if kind == "gpt2":
+        return tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+                             n_positions=256, eos_token_id=tokenizer.eos_token_id,
+                             bos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    raise ValueError(f"unknown tiny model kind {kind!r}; choose from {TINY_KINDS}")
+
+
+def tiny_model(kind: str, tokenizer, *, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A seeded, randomly initialised causal LM of ``kind`` (eval mode, on CPU)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind, tokenizer), dtype=dtype)
+    return model.eval()
