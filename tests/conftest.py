@@ -41,3 +41,18 @@ def tiny_model_factory(tiny_tok):
     from tiny import tiny_model
 
     return lambda kind, **kw: tiny_model(kind, tiny_tok, **kw)
+
+
+# --- CLI / training: a tiny model saved as a local directory ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama-style model + tokenizer written by ``save_pretrained`` (a local model dir)."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tok = tiny_tokenizer()
+    tiny_model("llama", tok).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -1,0 +1,209 @@
+"""The command line: one command per stage (data, train, eval, report, export, puzzles, demo).
+
+Every command turns a :class:`ReasondistillError` into one red line on stderr and exit code 2;
+a traceback means a bug in reasondistill, never bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from reasondistill.errors import ReasondistillError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Distill a teacher's reasoning into a LoRA adapter on a student model.")
+console = Console(stderr=True)
+out = Console()
+
+ConfigArg = typer.Argument(..., help="YAML run config", exists=False)
+SetOpt = typer.Option(None, "--set", help="override a config key: --set train.seed=3")
+
+
+def command(*args, **kwargs):
+    """``app.command`` that turns user errors into a clear message and exit code 2."""
+
+    def register(func):
+        @functools.wraps(func)
+        def wrapper(*a, **kw):
+            try:
+                return func(*a, **kw)
+            except ReasondistillError as error:
+                console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                              soft_wrap=True)
+                raise typer.Exit(2) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return register
+
+
+def _write_json(obj, target: str) -> None:
+    from reasondistill.io import atomic_write_json
+
+    if target == "-":
+        out.print_json(json.dumps(obj))
+    else:
+        atomic_write_json(Path(target), obj)
+        console.print(f"wrote {target}")
+
+
+@command("data")
+def data_command(
+    config: Optional[Path] = typer.Argument(None, help="YAML run config (default: embedded demo)"),
+    set_: Optional[list[str]] = SetOpt,
+    json_out: Optional[str] = typer.Option(None, "--json", help="also write the report as JSON "
+                                           "to this path ('-' for stdout)"),
+):
+    """Load, validate, format and tokenize the data, and report what the trainer would get."""
+    from reasondistill.config import load_config
+    from reasondistill.models import load_tokenizer
+    from reasondistill.prepare import prepare_data
+    from reasondistill.reporting import print_data_report
+
+    cfg = load_config(config, set_)
+    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    prepared = prepare_data(cfg.data, cfg.format, tokenizer)
+    print_data_report(prepared.report, out)
+    if json_out:
+        _write_json(prepared.report, json_out)
+
+
+@command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="YAML run config"),
+    set_: Optional[list[str]] = SetOpt,
+    resume: bool = typer.Option(False, "--resume", help="continue from the run's checkpoints"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the data report, phases, LoRA "
+                                 "coverage and step counts without loading weights"),
+):
+    """Train a LoRA adapter with the trace-distillation recipe (Train → Nudge)."""
+    from reasondistill.config import load_config
+    from reasondistill.train.recipe import run_training
+
+    run_training(load_config(config, set_), resume=resume, dry_run=dry_run, console=out)
+
+
+@command("eval")
+def eval_command(
+    config: Optional[Path] = typer.Argument(None, help="YAML run config (default: all defaults)"),
+    model: Optional[str] = typer.Option(None, "--model", help="base model (default: model.name)"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="adapter or run directory "
+                                           "(default: <output_dir>/adapter when it exists)"),
+    base: bool = typer.Option(False, "--base", help="evaluate the model without an adapter"),
+    name: Optional[str] = typer.Option(None, "--name", help="evaluation name (default: 'final' "
+                                       "with an adapter, else 'base')"),
+    data: Optional[Path] = typer.Option(None, "--data", help="JSONL/CSV/Parquet file of problems "
+                                        "(default: eval.data, else the training source's test split)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="default: <output_dir>/eval/<name>"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N problems"),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1,
+                                         help="a seeded, type-stratified sample of N problems"),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Generate answers to held-out problems and score them as the grader does (resumable)."""
+    from reasondistill.config import load_config
+    from reasondistill.evaluate.runner import resolve_adapter, run_eval
+
+    cfg = load_config(config, set_)
+    adapter_dir = resolve_adapter(cfg, adapter, base=base)
+    name = name or ("final" if adapter_dir else "base")
+    run_eval(cfg, model_name=model, adapter=adapter_dir, data=data,
+             out_dir=out_dir or Path(cfg.output_dir) / "eval" / name, limit=limit,
+             sample=sample, console=out)
+
+
+@command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="a run directory or an adapter directory"),
+    zip_out: Optional[Path] = typer.Option(None, "--zip", help="write a Kaggle-style "
+                                           "submission.zip here"),
+    merge_out: Optional[Path] = typer.Option(None, "--merge", help="write a merged full model "
+                                             "directory here"),
+    max_rank: Optional[int] = typer.Option(None, "--max-rank", min=1,
+                                           help="refuse adapters above this LoRA rank"),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="base model name to "
+                                             "record (default: the run's model.name)"),
+):
+    """Package a trained adapter."""
+    from reasondistill.export import (adapter_config, check_rank, find_adapter,
+                                      write_merged_model, write_submission_zip)
+
+    adapter_dir = find_adapter(run_dir)
+    model_name = base_model or _run_model_name(run_dir) or adapter_config(adapter_dir).get(
+        "base_model_name_or_path")
+    if not zip_out and not merge_out:
+        check_rank(adapter_config(adapter_dir), max_rank, adapter_dir)
+        out.print(f"adapter OK: {adapter_dir} (pass --zip or --merge to package it)")
+    if zip_out:
+        out.print(f"wrote {write_submission_zip(adapter_dir, zip_out, base_model=model_name, max_rank=max_rank)}")
+    if merge_out:
+        out.print(f"wrote {write_merged_model(adapter_dir, merge_out, model_name=model_name, max_rank=max_rank)}")
+
+
+def _run_model_name(run_dir: Path) -> str | None:
+    from reasondistill.config import load_config
+
+    config_path = run_dir / "config.yaml"
+    return load_config(config_path).model.name if config_path.is_file() else None
+
+
+@command("report")
+def report_command(
+    run_dirs: list[Path] = typer.Argument(..., help="one or more run directories"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="where to write report.md/.html "
+                                           "(default: the run directory, or ./report for several)"),
+):
+    """Write report.md and report.html (with PNG plots) for one run or a comparison of runs."""
+    from reasondistill.evaluate.report import write_report
+
+    target = out_dir or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
+    md_path, html_path = write_report(run_dirs, target)
+    out.print(f"wrote {md_path} and {html_path}")
+
+
+@command("puzzles")
+def puzzles_command(
+    n: int = typer.Option(5000, "--n", min=1, help="number of problems"),
+    seed: int = typer.Option(0, "--seed"),
+    out_path: Path = typer.Option(..., "--out", help="JSONL file to write"),
+    families: Optional[list[str]] = typer.Option(None, "--families", help="repeat or comma-separate"),
+    level: Optional[int] = typer.Option(None, "--level", min=1),
+):
+    """Generate the built-in reasoning puzzle suite as a JSONL dataset."""
+    from collections import Counter
+
+    from reasondistill.data.puzzles import generate_puzzles, write_jsonl
+
+    names = [f.strip() for item in families or [] for f in item.split(",") if f.strip()] or None
+    examples = generate_puzzles(n, seed=seed, families=names, level=level)
+    write_jsonl(examples, out_path)
+    counts = Counter(e.type for e in examples)
+    out.print(f"wrote {len(examples)} problems to {out_path}: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@command("demo")
+def demo_command(
+    config: Optional[Path] = typer.Argument(None, help="override the embedded demo config"),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Run the main job on the embedded defaults (SmolLM2-135M-Instruct + the puzzle suite)."""
+    from reasondistill.demo import run_demo
+
+    run_demo(config, set_ or [], out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
