@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tiny models gain nothing from intra-op threads, and OpenMP threads that spin against another
+# busy process on a 2-core machine make each small matmul hundreds of times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+    except ImportError:  # the torch-free core's tests still run
+        return
+    torch.set_num_threads(1)
 
 # --- data core: the real datasets shipped beside the checkout --------------------------------
 

@@ -20,8 +20,9 @@ from reasondistill.errors import ReasondistillError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Distill a teacher's reasoning into a LoRA adapter on a student model.")
-console = Console(stderr=True)
-out = Console()
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+out = Console(width=None if sys.stdout.isatty() else 120)
 
 ConfigArg = typer.Argument(..., help="YAML run config", exists=False)
 SetOpt = typer.Option(None, "--set", help="override a config key: --set train.seed=3")

@@ -1,0 +1,45 @@
+"""``metrics.jsonl``: one JSON line per logging step, the record ``report`` plots from."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class MetricsJsonl(TrainerCallback):
+    """Appends loss, lr, grad norm and tokens/s per logging step, tagged with the phase.
+
+    Lines are appended whole and flushed; a reader skips a torn last line after a crash.
+    """
+
+    def __init__(self, path: Path, phase: str, trainer) -> None:
+        self.path, self.phase, self.trainer = Path(path), phase, trainer
+        self._last_time = None
+        self._last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.perf_counter()
+        self._last_tokens = self.trainer.tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.perf_counter()
+        world = max(1, args.world_size)
+        tokens = self.trainer.tokens_seen
+        elapsed = max(now - (self._last_time or now), 1e-9)
+        record = {"phase": self.phase, "step": state.global_step,
+                  "epoch": round(state.epoch or 0.0, 4)}
+        for key in ("loss", "learning_rate", "grad_norm", "train_loss", "train_runtime"):
+            if key in logs:
+                record[key] = float(logs[key])
+        record["tokens_per_s"] = round((tokens - self._last_tokens) * world / elapsed, 1)
+        record["tokens_seen"] = tokens * world
+        self._last_time, self._last_tokens = now, tokens
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()

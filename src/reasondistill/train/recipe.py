@@ -1,0 +1,272 @@
+"""The trace-distillation recipe, step by step: data → phases → LoRA → Train → Nudge → adapters.
+
+Run directory (``output_dir``)::
+
+    config.yaml          the resolved config (reproduce the run from its own folder)
+    data_report.json     what the data stage kept and dropped
+    metrics.jsonl        loss, lr, grad norm, tokens/s per logging step and phase
+    checkpoints/<phase>/ Trainer checkpoints, for --resume
+    adapter-train/       the adapter after phase 1, Train (PEFT format)
+    adapter-nudge/       the adapter after phase 2, Nudge
+    adapter/             the final adapter (a copy of the last phase's)
+    train_summary.json   rows, steps, tokens and minutes per phase
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from reasondistill.config import RunConfig, dump_config
+from reasondistill.data.example import Example
+from reasondistill.errors import ReasondistillError
+from reasondistill.io import atomic_write_json, atomic_write_text
+from reasondistill.train.phases import PhaseSettings, resolve_phase
+from reasondistill.train.trainer import optimizer_steps
+
+FINAL_ADAPTER = "adapter"
+
+
+def phase_adapter(phase: str) -> str:
+    """Directory of the adapter as it stood after ``phase`` (``adapter-train`` is phase 1's)."""
+    return f"adapter-{phase}"
+
+
+@dataclass
+class PhasePlan:
+    settings: PhaseSettings
+    examples: list[Example]
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+
+def world_size() -> int:
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def effective_batch(cfg: RunConfig) -> int:
+    return cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps * world_size()
+
+
+def plan_phases(cfg: RunConfig, examples: list[Example]) -> list[PhasePlan]:
+    """Which rows each phase trains on: all rows for a one-phase run, else the
+    Train → Nudge split (hard rows in both, fresh easy rows reserved for the nudge)."""
+    names = cfg.train.phases
+    if "nudge" in names and "train" in names:
+        from reasondistill.data.split import two_phase_split
+
+        phase1, phase2 = two_phase_split(examples, cfg.train.hard_types, seed=cfg.train.seed)
+        rows = {"train": phase1, "nudge": phase2}
+    elif names == ["nudge"]:
+        hard = set(cfg.train.hard_types)
+        rows = {"nudge": [e for e in examples if e.type in hard]}
+    else:
+        rows = {name: examples for name in names}
+    return [PhasePlan(resolve_phase(name, getattr(cfg.train, name)), rows[name]) for name in names]
+
+
+def phase_table(cfg: RunConfig, phases: list[PhasePlan]) -> Table:
+    from collections import Counter
+
+    eff = effective_batch(cfg)
+    table = Table(title=f"phases (effective batch {eff} = {cfg.train.per_device_batch_size} "
+                        f"per device × {cfg.train.gradient_accumulation_steps} accumulation × "
+                        f"{world_size()} processes)", title_justify="left")
+    for column in ("phase", "rows", "types", "optimizer steps", "lr", "schedule", "warmup",
+                   "clip", "NEFTune α"):
+        table.add_column(column)
+    for phase in phases:
+        s = phase.settings
+        types = Counter(e.type for e in phase.examples)
+        table.add_row(
+            phase.name, str(len(phase.examples)),
+            ", ".join(f"{t} {n}" for t, n in sorted(types.items())),
+            str(optimizer_steps(len(phase.examples), eff, s.num_train_epochs, s.max_steps)),
+            f"{s.learning_rate:g}", s.lr_scheduler_type, str(s.warmup_steps),
+            "off" if s.max_grad_norm <= 0 else f"{s.max_grad_norm:g}", f"{s.neftune_noise_alpha:g}",
+        )
+    return table
+
+
+def _use_bf16(cfg: RunConfig) -> bool:
+    from reasondistill.models import bf16_supported
+
+    if cfg.train.bf16 == "auto":
+        return bf16_supported()
+    return bool(cfg.train.bf16)
+
+
+def _training_args(cfg: RunConfig, phase: PhaseSettings, checkpoint_dir: Path, bf16: bool):
+    from transformers import TrainingArguments
+
+    report_to = [r for r in cfg.tracking.report_to if r != "none"] or "none"
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=cfg.train.per_device_batch_size,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        learning_rate=phase.learning_rate,
+        lr_scheduler_type=phase.lr_scheduler_type,
+        warmup_steps=phase.warmup_steps,
+        max_grad_norm=phase.clip_norm,
+        num_train_epochs=phase.num_train_epochs,
+        max_steps=phase.max_steps or -1,
+        adam_beta2=0.95,
+        weight_decay=0.0,
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.train.save_steps,
+        save_total_limit=2,
+        bf16=bf16,
+        seed=cfg.train.seed,
+        report_to=report_to,
+        run_name=cfg.tracking.run_name or f"{Path(cfg.output_dir).name}-{phase.name}",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        ddp_find_unused_parameters=False,
+        use_cpu=not _cuda_available(),
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def latest_checkpoint(directory: Path) -> str | None:
+    if not directory.is_dir():
+        return None
+    checkpoints = [p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    if not checkpoints:
+        return None
+    return str(max(checkpoints, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def save_adapter(model, target: Path) -> None:
+    """Write the adapter into a temp dir, then swap it in, so a crash never leaves half."""
+    temp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    model.save_pretrained(str(temp))
+    shutil.rmtree(target, ignore_errors=True)
+    temp.rename(target)
+
+
+def load_adapter_weights(model, adapter_dir: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+
+
+def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: dict,
+              *, resume: bool, bf16: bool, console: Console, callbacks=()) -> dict:
+    from reasondistill.data.sampling import OrderedSampler
+    from reasondistill.train.callbacks import MetricsJsonl
+    from reasondistill.train.collate import PackedCollator, PaddedCollator, supports_packing
+    from reasondistill.train.trainer import DistillTrainer
+
+    run_dir = Path(cfg.output_dir)
+    dataset = [{"input_ids": rows_by_id[e.id].input_ids, "labels": rows_by_id[e.id].labels}
+               for e in phase.examples]
+    sampler = OrderedSampler([e.type for e in phase.examples], effective_batch(cfg),
+                             seed=cfg.train.seed, stratify=cfg.train.stratify)
+    collator = PackedCollator() if supports_packing(model) else PaddedCollator(
+        tokenizer.pad_token_id)
+    checkpoint_dir = run_dir / "checkpoints" / phase.name
+    trainer = DistillTrainer(
+        model=model, args=_training_args(cfg, phase.settings, checkpoint_dir, bf16),
+        train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
+        sampler=sampler, neftune_alpha=phase.settings.neftune_noise_alpha,
+    )
+    trainer.add_callback(MetricsJsonl(run_dir / "metrics.jsonl", phase.name, trainer))
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    checkpoint = latest_checkpoint(checkpoint_dir) if resume else None
+    if checkpoint:
+        console.print(f"resuming phase {phase.name} from {checkpoint}")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.remove_neftune()
+    return {"phase": phase.name, "rows": len(dataset), "steps": trainer.state.global_step,
+            "completed": trainer.state.global_step >= trainer.state.max_steps,
+            "train_loss": result.training_loss, "tokens": trainer.tokens_seen * world_size(),
+            "minutes": round((time.perf_counter() - started) / 60, 3),
+            "packed": isinstance(collator, PackedCollator)}
+
+
+def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
+                 console: Console | None = None, callbacks=()) -> dict | None:
+    """Run (or with ``dry_run`` only plan) the whole recipe; returns the train summary.
+
+    ``callbacks`` are extra ``TrainerCallback``s added to every phase. A phase stopped
+    before its last step (a callback, a signal) leaves its checkpoints and no adapter;
+    ``resume=True`` continues it.
+    """
+    from reasondistill.lora import apply_lora, plan_lora_targets, render_coverage_table
+    from reasondistill.models import build_meta_model, load_model, load_tokenizer
+    from reasondistill.prepare import prepare_data
+    from reasondistill.reporting import print_data_report
+
+    console = console or Console()
+    run_dir = Path(cfg.output_dir)
+    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    prepared = prepare_data(cfg.data, cfg.format, tokenizer)
+    print_data_report(prepared.report, console)
+    if not prepared.examples:
+        raise ReasondistillError("no training rows left after the data stage (see drops above)")
+    phases = plan_phases(cfg, prepared.examples)
+    console.print(phase_table(cfg, phases))
+    if dry_run:
+        plan = plan_lora_targets(build_meta_model(cfg.model), cfg.lora.families,
+                                 cfg.lora.target_modules, rank=cfg.lora.r)
+        console.print(render_coverage_table(plan), soft_wrap=True, markup=False, highlight=False)
+        return None
+
+    if not resume and (run_dir / FINAL_ADAPTER).exists():
+        raise ReasondistillError(f"{run_dir} already holds a finished run; pass --resume to "
+                                 "continue it or choose another output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    atomic_write_json(run_dir / "data_report.json", prepared.report)
+    if not resume and (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()
+
+    bf16 = _use_bf16(cfg)
+    model, tokenizer = load_model(cfg.model, dtype="bfloat16" if bf16 else "float32")
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # the LoRA init is random: same seed, same adapter
+    model, plan = apply_lora(model, cfg.lora)
+    console.print(render_coverage_table(plan), soft_wrap=True, markup=False, highlight=False)
+    rows_by_id = {e.id: row for e, row in zip(prepared.examples, prepared.tokenized.rows)}
+    summaries = []
+    for index, phase in enumerate(phases):
+        done = run_dir / phase_adapter(phase.name)
+        if resume and (done / "adapter_config.json").exists():
+            console.print(f"phase {phase.name} already finished; loading {done}")
+            load_adapter_weights(model, done)
+            continue
+        console.rule(f"phase {index + 1}/{len(phases)}: {phase.name}")
+        summary = run_phase(cfg, model, tokenizer, phase, rows_by_id, resume=resume,
+                            bf16=bf16, console=console, callbacks=callbacks)
+        summaries.append(summary)
+        if not summary["completed"]:
+            console.print(f"[yellow]phase {phase.name} stopped at step {summary['steps']}[/]; "
+                          "rerun with --resume to continue")
+            return {"phases": summaries, "interrupted": True}
+        save_adapter(model, done)
+    save_adapter(model, run_dir / FINAL_ADAPTER)
+    summary = {"phases": summaries, "bf16": bf16, "effective_batch": effective_batch(cfg),
+               "train_minutes": round(sum(s["minutes"] for s in summaries), 3)}
+    atomic_write_json(run_dir / "train_summary.json", summary)
+    console.print(f"[bold green]done[/]: adapter in {run_dir / FINAL_ADAPTER}")
+    return summary

@@ -1,0 +1,85 @@
+"""``DistillTrainer``: the transformers ``Trainer`` with only what the method changes.
+
+- the training order comes from our sampler (type-stratified, epoch-aware, aligned with the
+  effective batch), everything else — accumulation, mixed precision, checkpoints, resume,
+  ``report_to``, ``accelerate launch`` — is the stock Trainer;
+- the loss is cross-entropy on completion tokens only, and the ``lm_head`` runs only at the
+  positions that predict one (``logits_to_keep`` as a boolean mask): on a 49k vocabulary
+  that head is a fifth of the forward pass, and prompt tokens do not need it;
+- NEFTune noise is scaled by each sequence's own length, so packing does not weaken it;
+- it counts the real (non-padding) tokens it trains on, for tokens/s in ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import Trainer
+
+from reasondistill.tokenize import IGNORE_INDEX
+
+
+class DistillTrainer(Trainer):
+    def __init__(self, *args, sampler=None, neftune_alpha: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.order_sampler = sampler
+        self.neftune_alpha = neftune_alpha
+        self.tokens_seen = 0
+        # Our compute_loss normalises by the number of supervised tokens in the whole
+        # accumulated batch, which the Trainer counts when it believes the model takes
+        # loss kwargs; it then skips its own division by the accumulation steps.
+        self.model_accepts_loss_kwargs = True
+        self._seq_lengths: torch.Tensor | None = None
+        self._neftune_handle = None
+        if neftune_alpha > 0:
+            embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
+            self._neftune_handle = embeddings.register_forward_hook(self._neftune_hook)
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.order_sampler if self.order_sampler is not None else super()._get_train_sampler(
+            train_dataset)
+
+    def _neftune_hook(self, module, inputs, output):
+        """NEFTune (Jain et al. 2023): uniform noise of scale α/√(L·d) on input embeddings,
+        L being the length of the sequence each token belongs to. Training only."""
+        if not module.training or self._seq_lengths is None:
+            return output
+        lengths = self._seq_lengths.to(output.device, output.dtype).unsqueeze(-1)
+        scale = self.neftune_alpha / torch.sqrt(lengths * output.shape[-1])
+        return output + torch.empty_like(output).uniform_(-1, 1) * scale
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        self._seq_lengths = inputs.pop("seq_lengths", None)
+        # Position t predicts token t+1: keep the head only where that token is supervised.
+        targets = labels[:, 1:]
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = targets != IGNORE_INDEX
+        outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+        self._seq_lengths = None
+        logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets[keep[:, :-1]], reduction="sum")
+        n_local = int(keep.sum())
+        if num_items_in_batch is None:
+            loss = loss / max(n_local, 1)
+        else:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+        mask = inputs.get("attention_mask")
+        self.tokens_seen += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        return (loss, outputs) if return_outputs else loss
+
+    def remove_neftune(self) -> None:
+        if self._neftune_handle is not None:
+            self._neftune_handle.remove()
+            self._neftune_handle = None
+
+
+def optimizer_steps(n_rows: int, effective_batch: int, epochs: float,
+                    max_steps: int | None) -> int:
+    """Optimizer steps the Trainer will take (for ``--dry-run`` and schedules)."""
+    if max_steps:
+        return max_steps
+    return math.ceil(math.ceil(n_rows / effective_batch) * epochs)

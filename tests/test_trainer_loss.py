@@ -1,0 +1,79 @@
+"""The trainer's loss: completion tokens only, identical packed or padded, head only where needed."""
+
+import pytest
+import torch
+from tiny import tiny_model, tiny_tokenizer
+from transformers import TrainingArguments
+
+from reasondistill.data import Example, build_record
+from reasondistill.tokenize import tokenize_record
+from reasondistill.train.collate import PackedCollator, PaddedCollator, supports_packing
+from reasondistill.train.trainer import DistillTrainer
+
+
+@pytest.fixture(scope="module")
+def rows():
+    tok = tiny_tokenizer()
+    examples = [Example(id=str(i), prompt=f"What is {i} + {i}?" + " please" * i,
+                        trace=f"Double {i}." + " ok" * (3 * i), answer=str(2 * i))
+                for i in range(1, 5)]
+    return [tokenize_record(tok, build_record(e), max_length=256) for e in examples]
+
+
+def reference_loss(model, rows):
+    """Mean CE over completion tokens, one unpadded sequence at a time, full logits."""
+    total, count = 0.0, 0
+    for row in rows:
+        logits = model(input_ids=torch.tensor([row.input_ids])).logits[0, :-1]
+        targets = torch.tensor(row.labels[1:])
+        mask = targets != -100
+        total = total + torch.nn.functional.cross_entropy(logits[mask], targets[mask],
+                                                          reduction="sum")
+        count += int(mask.sum())
+    return total / count
+
+
+def trainer_loss(model, rows, collator, tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = DistillTrainer(model=model, args=args, train_dataset=[],
+                             data_collator=collator)
+    batch = collator([{"input_ids": r.input_ids, "labels": r.labels} for r in rows])
+    return trainer.compute_loss(model, batch)
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+@pytest.mark.parametrize("kind", ["llama", "qwen3", "gpt2"])
+def test_trainer_loss_equals_plain_completion_cross_entropy(rows, layout, kind, tmp_path):
+    model = tiny_model(kind, tiny_tokenizer())
+    collator = PackedCollator() if layout == "packed" else PaddedCollator(pad_token_id=0)
+    expected = reference_loss(model, rows)
+    got = trainer_loss(model, rows, collator, tmp_path)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prompt_tokens_do_not_affect_the_loss_gradient(rows, tmp_path):
+    """Changing a prompt *label* (not the input) must not change the loss."""
+    model = tiny_model("llama", tiny_tokenizer())
+    collator = PackedCollator()
+    base = trainer_loss(model, rows, collator, tmp_path)
+    altered = [type(r)(**{**r.__dict__, "labels": [0 if i < r.prompt_span[1] else label
+                                                    for i, label in enumerate(r.labels)]})
+               for r in rows]
+    changed = trainer_loss(model, altered, collator, tmp_path)
+    assert not torch.allclose(base, changed)  # sanity: labels on the prompt would count...
+    for row in rows:  # ...and ours never put them there
+        assert set(row.labels[:row.prompt_span[1]]) == {-100}
+
+
+@pytest.mark.parametrize("kind,packable", [("llama", True), ("qwen3", True), ("gpt2", True),
+                                           ("mamba2", False), ("nemotron_h", False)])
+def test_stateful_models_are_never_packed(kind, packable):
+    assert supports_packing(tiny_model(kind, tiny_tokenizer())) is packable
+
+
+def test_packed_collator_restarts_positions_per_sequence(rows):
+    batch = PackedCollator()([{"input_ids": r.input_ids, "labels": r.labels} for r in rows])
+    positions = batch["position_ids"][0].tolist()
+    starts = [i for i, p in enumerate(positions) if p == 0]
+    assert starts == [0] + list(torch.tensor([len(r.input_ids) for r in rows]).cumsum(0)[:-1])
+    assert batch["input_ids"].shape == (1, sum(len(r.input_ids) for r in rows))
