@@ -141,13 +141,26 @@ class RunConfig(Section):
         return self
 
 
+# Names other tools (PEFT, TRL, TrainingArguments) use for our keys; difflib cannot guess these.
+ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+           "lr": "learning_rate", "epochs": "num_train_epochs", "batch_size": "per_device_batch_size",
+           "per_device_train_batch_size": "per_device_batch_size",
+           "max_seq_length": "max_length", "warmup": "warmup_steps"}
+
+
+def _suggest(key: str, allowed) -> str:
+    if ALIASES.get(key) in allowed:
+        return f" (did you mean {ALIASES[key]!r}?)"
+    return did_you_mean(key, allowed)
+
+
 def _explain(error: ValidationError, model: type[BaseModel], source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in error.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parent = _section_at(model, err["loc"][:-1])
-            hint = did_you_mean(str(err["loc"][-1]), parent.model_fields) if parent else ""
+            hint = _suggest(str(err["loc"][-1]), parent.model_fields) if parent else ""
             allowed = ", ".join(parent.model_fields) if parent else ""
             lines.append(f"  unknown key {loc!r}{hint}; allowed here: {allowed}")
         else:

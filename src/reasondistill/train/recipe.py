@@ -52,6 +52,11 @@ def world_size() -> int:
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
+def is_main_process() -> bool:
+    """Rank 0 of an ``accelerate launch`` (or a plain run) writes files and prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def effective_batch(cfg: RunConfig) -> int:
     return cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps * world_size()
 
@@ -217,6 +222,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
     from reasondistill.reporting import print_data_report
 
     console = console or Console()
+    main = is_main_process()
+    if not main:
+        console = Console(quiet=True)
     run_dir = Path(cfg.output_dir)
     tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
     prepared = prepare_data(cfg.data, cfg.format, tokenizer)
@@ -234,11 +242,12 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
     if not resume and (run_dir / FINAL_ADAPTER).exists():
         raise ReasondistillError(f"{run_dir} already holds a finished run; pass --resume to "
                                  "continue it or choose another output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    atomic_write_json(run_dir / "data_report.json", prepared.report)
-    if not resume and (run_dir / "metrics.jsonl").exists():
-        (run_dir / "metrics.jsonl").unlink()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_json(run_dir / "data_report.json", prepared.report)
+        if not resume and (run_dir / "metrics.jsonl").exists():
+            (run_dir / "metrics.jsonl").unlink()
 
     bf16 = _use_bf16(cfg)
     model, tokenizer = load_model(cfg.model, dtype="bfloat16" if bf16 else "float32")
@@ -263,10 +272,12 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
             console.print(f"[yellow]phase {phase.name} stopped at step {summary['steps']}[/]; "
                           "rerun with --resume to continue")
             return {"phases": summaries, "interrupted": True}
-        save_adapter(model, done)
-    save_adapter(model, run_dir / FINAL_ADAPTER)
+        if main:
+            save_adapter(model, done)
     summary = {"phases": summaries, "bf16": bf16, "effective_batch": effective_batch(cfg),
                "train_minutes": round(sum(s["minutes"] for s in summaries), 3)}
-    atomic_write_json(run_dir / "train_summary.json", summary)
+    if main:
+        save_adapter(model, run_dir / FINAL_ADAPTER)
+        atomic_write_json(run_dir / "train_summary.json", summary)
     console.print(f"[bold green]done[/]: adapter in {run_dir / FINAL_ADAPTER}")
     return summary
