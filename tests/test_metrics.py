@@ -124,6 +124,7 @@ def test_summarize_groups():
     assert arith["accuracy"] == pytest.approx(2 / 3)
     assert arith["ci"][0] < 2 / 3 < arith["ci"][1]
     assert s["by_type"]["bits"]["accuracy"] == 0.0
+    assert s["by_type"]["bits"]["parse_rate"] == pytest.approx(1 / 2)  # row 6 has no box
     assert s["by_difficulty"]["easy"]["accuracy"] == 1.0
     assert s["by_difficulty"]["hard"]["correct"] == 0
     assert s["by_difficulty"]["hard"]["n"] == 4

@@ -1,13 +1,17 @@
 """The trainer's loss: completion tokens only, identical packed or padded, head only where needed."""
 
+import contextlib
+
 import pytest
 import torch
 from tiny import tiny_model, tiny_tokenizer
 from transformers import TrainingArguments
 
 from reasondistill.data import Example, build_record
+from reasondistill.errors import ReasondistillError
 from reasondistill.tokenize import tokenize_record
 from reasondistill.train.collate import PackedCollator, PaddedCollator, supports_packing
+from reasondistill.train.packing import packed_attention, packed_forward
 from reasondistill.train.trainer import DistillTrainer
 
 
@@ -33,12 +37,24 @@ def reference_loss(model, rows):
     return total / count
 
 
-def trainer_loss(model, rows, collator, tmp_path):
+def make_trainer(model, collator, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    trainer = DistillTrainer(model=model, args=args, train_dataset=[],
-                             data_collator=collator)
-    batch = collator([{"input_ids": r.input_ids, "labels": r.labels} for r in rows])
-    return trainer.compute_loss(model, batch)
+    return DistillTrainer(model=model, args=args, train_dataset=[], data_collator=collator)
+
+
+def collate(collator, rows):
+    return collator([{"input_ids": r.input_ids, "labels": r.labels} for r in rows])
+
+
+def trainer_loss(model, rows, collator, tmp_path):
+    """The loss as the training step computes it (packed rows inside the packed attention)."""
+    trainer = make_trainer(model, collator, tmp_path)
+    batch = collate(collator, rows)
+    lengths = batch.pop("sequence_lengths", None)
+    if lengths is None:
+        return trainer.compute_loss(model, batch)
+    with packed_attention(model), packed_forward(lengths.tolist()):
+        return trainer.compute_loss(model, batch)
 
 
 @pytest.mark.parametrize("layout", ["packed", "padded"])
@@ -49,6 +65,46 @@ def test_trainer_loss_equals_plain_completion_cross_entropy(rows, layout, kind, 
     expected = reference_loss(model, rows)
     got = trainer_loss(model, rows, collator, tmp_path)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_attention_keeps_sequences_apart_and_plain_sdpa_does_not(rows):
+    """Logits of the second sequence in a packed row equal its logits alone only with the
+    packed attention; plain SDPA over the same row (the control) attends across."""
+    model = tiny_model("llama", tiny_tokenizer())
+    batch = collate(PackedCollator(), rows)
+    first = len(rows[0].input_ids)
+    with torch.no_grad():
+        alone = model(input_ids=torch.tensor([rows[1].input_ids])).logits[0]
+        span = slice(first, first + len(rows[1].input_ids))
+        with packed_attention(model), packed_forward(batch["sequence_lengths"].tolist()):
+            packed = model(input_ids=batch["input_ids"],
+                           position_ids=batch["position_ids"]).logits[0, span]
+        leaked = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       attention_mask=torch.ones_like(batch["input_ids"])).logits[0, span]
+    torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    assert (leaked - alone).abs().max() > 1e-3
+
+
+def test_packed_gradients_match_padded_with_activation_checkpointing(rows, tmp_path):
+    """Checkpointing recomputes the forward during backward: it must stay per sequence."""
+    grads = {}
+    for layout, collator in (("packed", PackedCollator()), ("padded", PaddedCollator(0))):
+        model = tiny_model("llama", tiny_tokenizer()).train()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainer = make_trainer(model, collator, tmp_path)
+        trainer.current_gradient_accumulation_steps = 1  # normally set by the training loop
+        batch = collate(collator, rows)
+        with packed_attention(model) if layout == "packed" else contextlib.nullcontext():
+            trainer.training_step(model, batch)
+        grads[layout] = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+    assert grads["packed"].abs().sum() > 0
+    torch.testing.assert_close(grads["packed"], grads["padded"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_that_bypasses_the_attention_interface_is_refused():
+    with pytest.raises(ReasondistillError, match="packing"):
+        with packed_forward([3, 4]):
+            pass  # no attention call happened inside
 
 
 def test_prompt_tokens_do_not_affect_the_loss_gradient(rows, tmp_path):

@@ -99,6 +99,7 @@ class TrainConfig(Section):
     seed: int = 42
     bf16: bool | Literal["auto"] = "auto"
     gradient_checkpointing: bool = False
+    packing: bool | Literal["auto"] = "auto"  # padding-free rows for pure-attention models
     logging_steps: int = Field(5, ge=1)
     save_steps: int = Field(50, ge=1)
     train: PhaseConfig = PhaseConfig()

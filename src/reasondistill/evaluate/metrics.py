@@ -201,12 +201,15 @@ def sample_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _by(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    """Accuracy block plus parse rate for each value of ``key`` (type, difficulty)."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
         tally = counts[str(row.get(key) or "default")]
         tally[0] += bool(row.get("correct"))
         tally[1] += 1
-    return {name: accuracy_block(c, n) for name, (c, n) in sorted(counts.items())}
+        tally[2] += row.get("predicted") is not None
+    return {name: {**accuracy_block(c, n), "parse_rate": _rate(parsed, n)}
+            for name, (c, n, parsed) in sorted(counts.items())}
 
 
 def _rate(count: int, n: int) -> float | None:

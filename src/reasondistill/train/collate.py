@@ -1,9 +1,10 @@
 """Turning tokenized rows into model inputs with no compute spent on padding.
 
-``pack`` concatenates a micro-batch into one row and restarts ``position_ids`` at each
-sequence; transformers builds a block-diagonal causal mask from those positions (attention
-never crosses sequences). Models whose layers carry state across positions (Mamba / SSM
-hybrids) cannot be packed this way and get ``pad``: right-padded rows with an attention mask.
+:class:`PackedCollator` concatenates a micro-batch into one row, restarts ``position_ids`` at
+each sequence and lists the sequence lengths, which the packed attention
+(:mod:`reasondistill.train.packing`) uses to attend within each sequence only. Models whose
+layers carry state across positions (Mamba / SSM hybrids) cannot be packed and get
+:class:`PaddedCollator`: right-padded rows with an attention mask.
 
 Both return ``seq_lengths`` (tokens per sequence, per position) so NEFTune can scale its
 noise by each sequence's own length, as the method defines it, in either layout.
@@ -35,6 +36,7 @@ class PackedCollator:
             "labels": torch.tensor([labels]),
             "position_ids": torch.tensor([positions]),
             "seq_lengths": torch.tensor([lengths]),
+            "sequence_lengths": torch.tensor([len(row["input_ids"]) for row in rows]),
         }
 
 

@@ -14,6 +14,7 @@ Run directory (``output_dir``)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -101,6 +102,18 @@ def phase_table(cfg: RunConfig, phases: list[PhasePlan]) -> Table:
     return table
 
 
+def use_packing(cfg: RunConfig, model) -> bool:
+    from reasondistill.train.collate import supports_packing
+
+    if cfg.train.packing == "auto":
+        return supports_packing(model)
+    if cfg.train.packing and not supports_packing(model):
+        raise ReasondistillError(
+            f"train.packing is true but {type(model).__name__} has state-space/recurrent "
+            "layers that would carry state across packed sequences; use packing: auto")
+    return bool(cfg.train.packing)
+
+
 def _use_bf16(cfg: RunConfig) -> bool:
     from reasondistill.models import bf16_supported
 
@@ -176,7 +189,8 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
               *, resume: bool, bf16: bool, console: Console, callbacks=()) -> dict:
     from reasondistill.data.sampling import OrderedSampler
     from reasondistill.train.callbacks import MetricsJsonl
-    from reasondistill.train.collate import PackedCollator, PaddedCollator, supports_packing
+    from reasondistill.train.collate import PackedCollator, PaddedCollator
+    from reasondistill.train.packing import packed_attention
     from reasondistill.train.trainer import DistillTrainer
 
     run_dir = Path(cfg.output_dir)
@@ -184,8 +198,8 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
                for e in phase.examples]
     sampler = OrderedSampler([e.type for e in phase.examples], effective_batch(cfg),
                              seed=cfg.train.seed, stratify=cfg.train.stratify)
-    collator = PackedCollator() if supports_packing(model) else PaddedCollator(
-        tokenizer.pad_token_id)
+    packed = use_packing(cfg, model)
+    collator = PackedCollator() if packed else PaddedCollator(tokenizer.pad_token_id)
     checkpoint_dir = run_dir / "checkpoints" / phase.name
     trainer = DistillTrainer(
         model=model, args=_training_args(cfg, phase.settings, checkpoint_dir, bf16),
@@ -199,13 +213,14 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
     if checkpoint:
         console.print(f"resuming phase {phase.name} from {checkpoint}")
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with packed_attention(model) if packed else contextlib.nullcontext():
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.remove_neftune()
     return {"phase": phase.name, "rows": len(dataset), "steps": trainer.state.global_step,
             "completed": trainer.state.global_step >= trainer.state.max_steps,
             "train_loss": result.training_loss, "tokens": trainer.tokens_seen * world_size(),
             "minutes": round((time.perf_counter() - started) / 60, 3),
-            "packed": isinstance(collator, PackedCollator)}
+            "packed": packed}
 
 
 def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,

@@ -1,5 +1,7 @@
 """``DistillTrainer``: the transformers ``Trainer`` with only what the method changes.
 
+- packed micro-batches attend within each sequence (forward *and* the backward, where
+  activation checkpointing recomputes the forward) through :mod:`.packing`;
 - the training order comes from our sampler (type-stratified, epoch-aware, aligned with the
   effective batch), everything else — accumulation, mixed precision, checkpoints, resume,
   ``report_to``, ``accelerate launch`` — is the stock Trainer;
@@ -48,6 +50,15 @@ class DistillTrainer(Trainer):
         lengths = self._seq_lengths.to(output.device, output.dtype).unsqueeze(-1)
         scale = self.neftune_alpha / torch.sqrt(lengths * output.shape[-1])
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        lengths = inputs.pop("sequence_lengths", None)
+        if lengths is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        from reasondistill.train.packing import packed_forward
+
+        with packed_forward(lengths.tolist()):
+            return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
