@@ -125,10 +125,10 @@ def arm_config(args, arm: str, seed: int, train_path: Path, test_path: Path, har
 
 
 def run_arm(args, arm: str, seed: int, split) -> dict:
+    from reasondistill.config import dump_config
     from reasondistill.evaluate.report import hard_type_block
     from reasondistill.evaluate.runner import run_eval
     from reasondistill.io import atomic_write_text
-    from reasondistill.config import dump_config
     from reasondistill.train.recipe import FINAL_ADAPTER, run_training
 
     run_dir = args.work / args.dataset / f"seed{seed}" / arm

@@ -10,7 +10,11 @@ import pytest
 from reasondistill.boxed import iter_boxed, unescape_braces
 from reasondistill.data.example import Example
 from reasondistill.data.format import (
-    DEFAULT_PROMPT_SUFFIX, DROP_SHORT_TRACE, FormatSpec, RowDropped, build_record,
+    DEFAULT_PROMPT_SUFFIX,
+    DROP_SHORT_TRACE,
+    FormatSpec,
+    RowDropped,
+    build_record,
     build_records,
 )
 

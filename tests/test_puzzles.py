@@ -18,12 +18,27 @@ import pytest
 
 from reasondistill.data.example import Example
 from reasondistill.data.format import assistant_completion
-from reasondistill.data.puzzles import (DEFAULT_LEVELS, FAMILIES, FAMILY_MODULES, HARD_TYPES,
-                                        TYPES, Ambiguous, PromptError, answer_in_trace,
-                                        generate_puzzles, make_puzzle, solve, solve_from_prompt,
-                                        write_jsonl)
-from reasondistill.data.puzzles import (bit_manipulation, cipher, cryptarithm, equation_numeric,
-                                        gravity, unit_conversion)
+from reasondistill.data.puzzles import (
+    DEFAULT_LEVELS,
+    FAMILIES,
+    FAMILY_MODULES,
+    HARD_TYPES,
+    TYPES,
+    Ambiguous,
+    PromptError,
+    answer_in_trace,
+    bit_manipulation,
+    cipher,
+    cryptarithm,
+    equation_numeric,
+    generate_puzzles,
+    gravity,
+    make_puzzle,
+    solve,
+    solve_from_prompt,
+    unit_conversion,
+    write_jsonl,
+)
 from reasondistill.data.puzzles.common import Draft
 from reasondistill.errors import ConfigError
 

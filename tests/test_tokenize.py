@@ -7,7 +7,12 @@ from reasondistill.data import Example, build_record
 from reasondistill.data.format import FormatSpec, RowDropped
 from reasondistill.errors import ReasondistillError
 from reasondistill.tokenize import (
-    IGNORE_INDEX, THINK_OPEN, render_chat, render_prompt, tokenize_examples, tokenize_record,
+    IGNORE_INDEX,
+    THINK_OPEN,
+    render_chat,
+    render_prompt,
+    tokenize_examples,
+    tokenize_record,
 )
 
 CHATML_NO_THINK = (  # SmolLM2-style: the template never opens <think> itself

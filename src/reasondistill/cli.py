@@ -10,7 +10,6 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -58,9 +57,9 @@ def _write_json(obj, target: str) -> None:
 
 @command("data")
 def data_command(
-    config: Optional[Path] = typer.Argument(None, help="YAML run config (default: embedded demo)"),
-    set_: Optional[list[str]] = SetOpt,
-    json_out: Optional[str] = typer.Option(None, "--json", help="also write the report as JSON "
+    config: Path | None = typer.Argument(None, help="YAML run config (default: embedded demo)"),
+    set_: list[str] | None = SetOpt,
+    json_out: str | None = typer.Option(None, "--json", help="also write the report as JSON "
                                            "to this path ('-' for stdout)"),
 ):
     """Load, validate, format and tokenize the data, and report what the trainer would get."""
@@ -80,7 +79,7 @@ def data_command(
 @command("train")
 def train_command(
     config: Path = typer.Argument(..., help="YAML run config"),
-    set_: Optional[list[str]] = SetOpt,
+    set_: list[str] | None = SetOpt,
     resume: bool = typer.Option(False, "--resume", help="continue from the run's checkpoints"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the data report, phases, LoRA "
                                  "coverage and step counts without loading weights"),
@@ -94,20 +93,20 @@ def train_command(
 
 @command("eval")
 def eval_command(
-    config: Optional[Path] = typer.Argument(None, help="YAML run config (default: all defaults)"),
-    model: Optional[str] = typer.Option(None, "--model", help="base model (default: model.name)"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="adapter or run directory "
+    config: Path | None = typer.Argument(None, help="YAML run config (default: all defaults)"),
+    model: str | None = typer.Option(None, "--model", help="base model (default: model.name)"),
+    adapter: Path | None = typer.Option(None, "--adapter", help="adapter or run directory "
                                            "(default: <output_dir>/adapter when it exists)"),
     base: bool = typer.Option(False, "--base", help="evaluate the model without an adapter"),
-    name: Optional[str] = typer.Option(None, "--name", help="evaluation name (default: 'final' "
+    name: str | None = typer.Option(None, "--name", help="evaluation name (default: 'final' "
                                        "with an adapter, else 'base')"),
-    data: Optional[Path] = typer.Option(None, "--data", help="JSONL/CSV/Parquet file of problems "
+    data: Path | None = typer.Option(None, "--data", help="JSONL/CSV/Parquet file of problems "
                                         "(default: eval.data, else the training source's test split)"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="default: <output_dir>/eval/<name>"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N problems"),
-    sample: Optional[int] = typer.Option(None, "--sample", min=1,
+    out_dir: Path | None = typer.Option(None, "--out", help="default: <output_dir>/eval/<name>"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N problems"),
+    sample: int | None = typer.Option(None, "--sample", min=1,
                                          help="a seeded, type-stratified sample of N problems"),
-    set_: Optional[list[str]] = SetOpt,
+    set_: list[str] | None = SetOpt,
 ):
     """Generate answers to held-out problems and score them as the grader does (resumable)."""
     from reasondistill.config import load_config
@@ -124,18 +123,23 @@ def eval_command(
 @command("export")
 def export_command(
     run_dir: Path = typer.Argument(..., help="a run directory or an adapter directory"),
-    zip_out: Optional[Path] = typer.Option(None, "--zip", help="write a Kaggle-style "
+    zip_out: Path | None = typer.Option(None, "--zip", help="write a Kaggle-style "
                                            "submission.zip here"),
-    merge_out: Optional[Path] = typer.Option(None, "--merge", help="write a merged full model "
+    merge_out: Path | None = typer.Option(None, "--merge", help="write a merged full model "
                                              "directory here"),
-    max_rank: Optional[int] = typer.Option(None, "--max-rank", min=1,
+    max_rank: int | None = typer.Option(None, "--max-rank", min=1,
                                            help="refuse adapters above this LoRA rank"),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="base model name to "
+    base_model: str | None = typer.Option(None, "--base-model", help="base model name to "
                                              "record (default: the run's model.name)"),
 ):
     """Package a trained adapter."""
-    from reasondistill.export import (adapter_config, check_rank, find_adapter,
-                                      write_merged_model, write_submission_zip)
+    from reasondistill.export import (
+        adapter_config,
+        check_rank,
+        find_adapter,
+        write_merged_model,
+        write_submission_zip,
+    )
 
     adapter_dir = find_adapter(run_dir)
     model_name = base_model or _run_model_name(run_dir) or adapter_config(adapter_dir).get(
@@ -159,7 +163,7 @@ def _run_model_name(run_dir: Path) -> str | None:
 @command("report")
 def report_command(
     run_dirs: list[Path] = typer.Argument(..., help="one or more run directories"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="where to write report.md/.html "
+    out_dir: Path | None = typer.Option(None, "--out", help="where to write report.md/.html "
                                            "(default: the run directory, or ./report for several)"),
 ):
     """Write report.md and report.html (with PNG plots) for one run or a comparison of runs."""
@@ -175,8 +179,8 @@ def puzzles_command(
     n: int = typer.Option(5000, "--n", min=1, help="number of problems"),
     seed: int = typer.Option(0, "--seed"),
     out_path: Path = typer.Option(..., "--out", help="JSONL file to write"),
-    families: Optional[list[str]] = typer.Option(None, "--families", help="repeat or comma-separate"),
-    level: Optional[int] = typer.Option(None, "--level", min=1),
+    families: list[str] | None = typer.Option(None, "--families", help="repeat or comma-separate"),
+    level: int | None = typer.Option(None, "--level", min=1),
 ):
     """Generate the built-in reasoning puzzle suite as a JSONL dataset."""
     from collections import Counter
@@ -193,8 +197,8 @@ def puzzles_command(
 
 @command("demo")
 def demo_command(
-    config: Optional[Path] = typer.Argument(None, help="override the embedded demo config"),
-    set_: Optional[list[str]] = SetOpt,
+    config: Path | None = typer.Argument(None, help="override the embedded demo config"),
+    set_: list[str] | None = SetOpt,
 ):
     """Run the main job on the embedded defaults (SmolLM2-135M-Instruct + the puzzle suite)."""
     from reasondistill.demo import run_demo

@@ -133,7 +133,7 @@ class RunConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _nudge_needs_hard_types(self) -> "RunConfig":
+    def _nudge_needs_hard_types(self) -> RunConfig:
         if "nudge" in self.train.phases and not self.train.hard_types:
             raise ValueError(
                 "train.phases includes 'nudge' but train.hard_types is empty; name the hard "

@@ -71,7 +71,7 @@ def bf16_supported() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
-def resolve_dtype(spec: "str | torch.dtype | None") -> "torch.dtype":
+def resolve_dtype(spec: str | torch.dtype | None) -> torch.dtype:
     """``"auto"``/None → bfloat16 where supported, else float32; names map to torch dtypes."""
     import torch
 
@@ -264,7 +264,7 @@ def ensure_embedded(name: str = "smollm2-135m") -> Path:
 # --------------------------------------------------------------------------- public loaders
 
 
-def load_model_config(cfg: "ModelConfig"):
+def load_model_config(cfg: ModelConfig):
     """The model's transformers config alone (no weights), for dry runs and meta models.
 
     For the embedded default before its first conversion, the config is read from the GGUF
@@ -287,7 +287,7 @@ def load_model_config(cfg: "ModelConfig"):
         raise _load_error(cfg.name, error) from None
 
 
-def build_meta_model(cfg: "ModelConfig"):
+def build_meta_model(cfg: ModelConfig):
     """The model's module tree on the ``meta`` device: shapes and names, no weights loaded."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -327,7 +327,7 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, revision: str 
     return tokenizer
 
 
-def load_model(cfg: "ModelConfig", *, dtype: "str | torch.dtype | None" = None):
+def load_model(cfg: ModelConfig, *, dtype: str | torch.dtype | None = None):
     """``(model, tokenizer)`` for ``cfg``; ``dtype`` overrides ``cfg.dtype`` ("auto" → bf16 if native)."""
     from transformers import AutoModelForCausalLM
 

@@ -33,7 +33,7 @@ class Example:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> "Example":
+    def from_dict(cls, row: dict[str, Any]) -> Example:
         known = {k: row[k] for k in ("id", "prompt", "answer", "trace", "type", "difficulty")
                  if k in row}
         return cls(**known, meta=dict(row.get("meta") or {}))

@@ -19,7 +19,11 @@ from reasondistill.data.sources import aqua, gsm8k, hf
 from reasondistill.data.sources.base import DUPLICATE_ID, Row, RowProblem, Source
 from reasondistill.data.sources.columns import ColumnMapper
 from reasondistill.data.sources.files import (
-    Table, existing_file, read_csv, read_jsonl, read_parquet,
+    Table,
+    existing_file,
+    read_csv,
+    read_jsonl,
+    read_parquet,
 )
 from reasondistill.errors import DataError
 

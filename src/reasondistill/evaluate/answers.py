@@ -26,8 +26,9 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from reasondistill.boxed import iter_boxed, unescape_braces
 

@@ -20,8 +20,15 @@ import random
 from pathlib import Path
 
 from reasondistill.data.example import Example
-from reasondistill.data.puzzles import (bit_manipulation, cipher, cryptarithm, equation_numeric,
-                                        gravity, numeral, unit_conversion)
+from reasondistill.data.puzzles import (
+    bit_manipulation,
+    cipher,
+    cryptarithm,
+    equation_numeric,
+    gravity,
+    numeral,
+    unit_conversion,
+)
 from reasondistill.data.puzzles.common import Ambiguous, PromptError, answer_in_trace
 from reasondistill.errors import ConfigError, did_you_mean
 

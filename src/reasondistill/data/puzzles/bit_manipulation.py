@@ -18,8 +18,14 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from reasondistill.data.puzzles.common import (Ambiguous, Draft, PromptError, check_line,
-                                               render_prompt, split_prompt)
+from reasondistill.data.puzzles.common import (
+    Ambiguous,
+    Draft,
+    PromptError,
+    check_line,
+    render_prompt,
+    split_prompt,
+)
 
 NAME = "bit_manipulation"
 LEVELS = (1, 2, 3)

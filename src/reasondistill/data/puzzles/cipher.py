@@ -12,8 +12,14 @@ from __future__ import annotations
 import random
 import string
 
-from reasondistill.data.puzzles.common import (Ambiguous, Draft, PromptError, check_line,
-                                               render_prompt, split_prompt)
+from reasondistill.data.puzzles.common import (
+    Ambiguous,
+    Draft,
+    PromptError,
+    check_line,
+    render_prompt,
+    split_prompt,
+)
 
 NAME = "cipher"
 LEVELS = (1, 2, 3)

@@ -18,14 +18,27 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
-from reasondistill.data.puzzles.common import (Ambiguous, Draft, PromptError, check_line,
-                                               render_prompt, split_prompt)
-from reasondistill.data.puzzles.equation_rules import (GROUPS_BY_LEVEL, OPERAND_DIGITS,
-                                                       Equation, Rule, draw_problem,
-                                                       guessed_rule, lawful, level_of,
-                                                       rules_at_level)
+from reasondistill.data.puzzles.common import (
+    Ambiguous,
+    Draft,
+    PromptError,
+    check_line,
+    render_prompt,
+    split_prompt,
+)
+from reasondistill.data.puzzles.equation_rules import (
+    GROUPS_BY_LEVEL,
+    OPERAND_DIGITS,
+    Equation,
+    Rule,
+    draw_problem,
+    guessed_rule,
+    lawful,
+    level_of,
+    rules_at_level,
+)
 
 NAME = "cryptarithm"
 LEVELS = (1, 2, 3)
@@ -100,7 +113,7 @@ def parse(prompt: str) -> tuple[list[SymbolEquation], SymbolEquation]:
     return examples, SymbolEquation(query[1] + query[3], query[2])
 
 
-@lru_cache(maxsize=None)
+@cache
 def digit_strings(rule: Rule) -> dict[tuple, list[tuple[int, ...]]]:
     """Every ``a, b, |result|`` digit string of ``rule``, keyed by sign and shape."""
     table: dict[tuple, list[tuple[int, ...]]] = {}

@@ -15,11 +15,23 @@ from __future__ import annotations
 import random
 import re
 
-from reasondistill.data.puzzles.common import (Ambiguous, Draft, PromptError, check_line,
-                                               render_prompt, split_prompt)
-from reasondistill.data.puzzles.equation_rules import (Equation, Rule, draw_problem,
-                                                       guessed_rule, lawful_assignments,
-                                                       level_of, rules_at_level)
+from reasondistill.data.puzzles.common import (
+    Ambiguous,
+    Draft,
+    PromptError,
+    check_line,
+    render_prompt,
+    split_prompt,
+)
+from reasondistill.data.puzzles.equation_rules import (
+    Equation,
+    Rule,
+    draw_problem,
+    guessed_rule,
+    lawful_assignments,
+    level_of,
+    rules_at_level,
+)
 
 NAME = "equation_numeric"
 LEVELS = (1, 2, 3)

@@ -9,8 +9,13 @@ from __future__ import annotations
 import random
 import re
 
-from reasondistill.data.puzzles.common import (Draft, PromptError, check_line, render_prompt,
-                                               split_prompt)
+from reasondistill.data.puzzles.common import (
+    Draft,
+    PromptError,
+    check_line,
+    render_prompt,
+    split_prompt,
+)
 
 NAME = "numeral"
 LEVELS = (1, 2, 3)

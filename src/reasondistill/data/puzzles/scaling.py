@@ -8,10 +8,11 @@ refuses (:class:`Ambiguous`) when those values disagree on the query.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from reasondistill.data.puzzles.common import Ambiguous, cents, on_grid
+from reasondistill.data.puzzles.common import Ambiguous, PromptError, cents, on_grid, split_prompt
 
 HALF_CENT = Decimal("0.005")
 Feature = Callable[[Decimal], Decimal]
@@ -44,3 +45,20 @@ def pinned_constant(pairs: list[tuple[Decimal, Decimal]], query: Decimal, featur
     if constant not in allowed:
         raise Ambiguous("the constant read off the largest example does not fit the others")
     return constant, anchor
+
+
+def parse_pairs(prompt: str, example_line: re.Pattern, output_group: int, query: re.Pattern,
+                family: str) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
+    """``([(x, y), ...], query x)`` from a prompt whose example lines match ``example_line``
+    (x in group 1, y in ``output_group``) and whose query matches ``query`` (x in group 1)."""
+    parts = split_prompt(prompt)
+    pairs = []
+    for line in parts.example_lines:
+        match = example_line.fullmatch(line)
+        if match is None:
+            raise PromptError(f"not a {family} example: {line!r}")
+        pairs.append((Decimal(match[1]), Decimal(match[output_group])))
+    asked = query.fullmatch(parts.query)
+    if asked is None:
+        raise PromptError(f"not a {family} query: {parts.query!r}")
+    return pairs, Decimal(asked[1])

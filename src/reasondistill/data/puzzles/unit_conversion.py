@@ -12,10 +12,15 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from reasondistill.data.puzzles.common import (Draft, PromptError, cents, check_line,
-                                               distinct_draws, random_decimal, render_prompt,
-                                               split_prompt)
-from reasondistill.data.puzzles.scaling import pinned_constant
+from reasondistill.data.puzzles.common import (
+    Draft,
+    cents,
+    check_line,
+    distinct_draws,
+    random_decimal,
+    render_prompt,
+)
+from reasondistill.data.puzzles.scaling import parse_pairs, pinned_constant
 
 NAME = "unit_conversion"
 LEVELS = (1, 2, 3)
@@ -57,17 +62,7 @@ def draw(rng: random.Random, level: int, variant: str = "") -> Draft:
 
 
 def parse(prompt: str) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
-    parts = split_prompt(prompt)
-    pairs = []
-    for line in parts.example_lines:
-        match = EXAMPLE_LINE.fullmatch(line)
-        if match is None:
-            raise PromptError(f"not a unit conversion example: {line!r}")
-        pairs.append((Decimal(match[1]), Decimal(match[3])))
-    query = QUERY.fullmatch(parts.query)
-    if query is None:
-        raise PromptError(f"not a unit conversion query: {parts.query!r}")
-    return pairs, Decimal(query[1])
+    return parse_pairs(prompt, EXAMPLE_LINE, 3, QUERY, "unit conversion")
 
 
 def solve_from_prompt(prompt: str) -> tuple[str, str]:

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasondistill.data.sources.base import (
-    FIELD_COUNT, INVALID_JSON, NOT_AN_OBJECT, NOT_UTF8, Row, RowProblem,
+    FIELD_COUNT,
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    NOT_UTF8,
+    Row,
+    RowProblem,
 )
 from reasondistill.errors import ConfigError, DataError, did_you_mean
 

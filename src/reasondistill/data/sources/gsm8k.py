@@ -15,7 +15,12 @@ from reasondistill.config import DataConfig
 from reasondistill.data.example import Example
 from reasondistill.data.sources import hf
 from reasondistill.data.sources.base import (
-    Row, RowProblem, Source, check_columns, extra_columns, required_text,
+    Row,
+    RowProblem,
+    Source,
+    check_columns,
+    extra_columns,
+    required_text,
 )
 from reasondistill.data.sources.files import read_jsonl, split_file
 from reasondistill.errors import ConfigError, DataError
