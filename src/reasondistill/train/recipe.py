@@ -14,7 +14,6 @@ Run directory (``output_dir``)::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -190,7 +189,6 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
     from reasondistill.data.sampling import OrderedSampler
     from reasondistill.train.callbacks import MetricsJsonl
     from reasondistill.train.collate import PackedCollator, PaddedCollator
-    from reasondistill.train.packing import packed_attention
     from reasondistill.train.trainer import DistillTrainer
 
     run_dir = Path(cfg.output_dir)
@@ -213,8 +211,7 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
     if checkpoint:
         console.print(f"resuming phase {phase.name} from {checkpoint}")
     started = time.perf_counter()
-    with packed_attention(model) if packed else contextlib.nullcontext():
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.remove_neftune()
     return {"phase": phase.name, "rows": len(dataset), "steps": trainer.state.global_step,
             "completed": trainer.state.global_step >= trainer.state.max_steps,

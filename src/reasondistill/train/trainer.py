@@ -51,6 +51,16 @@ class DistillTrainer(Trainer):
         scale = self.neftune_alpha / torch.sqrt(lengths * output.shape[-1])
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
 
+    def train(self, *args, **kwargs):
+        """With a packed collator, the model attends per sequence for the whole run."""
+        from reasondistill.train.collate import PackedCollator
+        from reasondistill.train.packing import packed_attention
+
+        if not isinstance(self.data_collator, PackedCollator):
+            return super().train(*args, **kwargs)
+        with packed_attention(self.accelerator.unwrap_model(self.model)):
+            return super().train(*args, **kwargs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         lengths = inputs.pop("sequence_lengths", None)
         if lengths is None:
