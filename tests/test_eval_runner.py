@@ -218,7 +218,7 @@ def test_cli_eval_with_a_config_defaults_to_the_run_folder(model_dir, data_file,
                       f"dtype: float32}}\neval: {{max_new_tokens: {MAX_NEW}}}\n")
     result, text = _invoke(["eval", str(config), "--data", str(data_file), "--limit", "1"])
     assert result.exit_code == 0, text
-    assert len(_read(tmp_path / "run" / "eval" / "base" / "predictions.jsonl")) == 1
+    assert len(_read(tmp_path / "run" / "eval" / "before" / "predictions.jsonl")) == 1
 
 
 def test_cli_eval_missing_data_exits_2(model_dir, tmp_path):

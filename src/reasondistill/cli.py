@@ -98,8 +98,8 @@ def eval_command(
     adapter: Path | None = typer.Option(None, "--adapter", help="adapter or run directory "
                                            "(default: <output_dir>/adapter when it exists)"),
     base: bool = typer.Option(False, "--base", help="evaluate the model without an adapter"),
-    name: str | None = typer.Option(None, "--name", help="evaluation name (default: 'final' "
-                                       "with an adapter, else 'base')"),
+    name: str | None = typer.Option(None, "--name", help="evaluation name (default: 'after' "
+                                       "with an adapter, else 'before')"),
     data: Path | None = typer.Option(None, "--data", help="JSONL/CSV/Parquet file of problems "
                                         "(default: eval.data, else the training source's test split)"),
     out_dir: Path | None = typer.Option(None, "--out", help="default: <output_dir>/eval/<name>"),
@@ -114,7 +114,7 @@ def eval_command(
 
     cfg = load_config(config, set_)
     adapter_dir = resolve_adapter(cfg, adapter, base=base)
-    name = name or ("final" if adapter_dir else "base")
+    name = name or ("after" if adapter_dir else "before")  # the names `report` compares
     run_eval(cfg, model_name=model, adapter=adapter_dir, data=data,
              out_dir=out_dir or Path(cfg.output_dir) / "eval" / name, limit=limit,
              sample=sample, console=out)
