@@ -134,8 +134,10 @@ def run_trl(args, out_dir):
         prompt, full = render_chat(tok, build_record(example))
         pairs.append({"prompt": prompt, "completion": full[len(prompt):]})
     plan = plan_lora_targets(model, ["attention", "mlp"], rank=args.rank)
+    # TRL turns activation checkpointing on by default; off, as for us, at equal settings.
     config = SFTConfig(**training_kwargs(args, out_dir), max_length=args.max_length,
                        completion_only_loss=True, neftune_noise_alpha=5.0, packing=False,
+                       gradient_checkpointing=False,
                        dataset_kwargs={"add_special_tokens": False})
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs),
                          processing_class=tok, peft_config=peft_config(args, plan))

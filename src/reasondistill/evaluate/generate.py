@@ -82,7 +82,7 @@ def answer_span(text: str) -> tuple[int, int] | None:
     :func:`~reasondistill.evaluate.answers.extract` reads (a box after the last
     ``</think>`` is necessarily the last box of a cut generation)."""
     span = None
-    for start, end, content in iter_boxed(text):
+    for _start, end, content in iter_boxed(text):
         if content.strip():
             span = (end - 1 - len(content), end - 1)
     return span
