@@ -37,6 +37,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-rows", type=int, default=1400)
     parser.add_argument("--test-rows", type=int, default=280)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="phase-1 learning rate (default: the recipe's 2e-4)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--max-new-tokens", type=int, default=320)
     parser.add_argument("--batch", type=int, default=8)
@@ -105,7 +107,8 @@ def arm_config(args, arm: str, seed: int, train_path: Path, test_path: Path, har
         "stratify": arm != "trace-shuffled",
         "per_device_batch_size": args.batch, "gradient_accumulation_steps": 1,
         "seed": seed, "logging_steps": 5, "save_steps": 100,
-        "train": {"num_train_epochs": args.epochs},
+        "train": {"num_train_epochs": args.epochs,
+                  **({"learning_rate": args.lr} if args.lr else {})},
     }
     if args.quick:
         train["train"] = {"max_steps": 2}
