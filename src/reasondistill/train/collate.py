@@ -6,7 +6,7 @@ each sequence and lists the sequence lengths, which the packed attention
 layers carry state across positions (Mamba / SSM hybrids) cannot be packed and get
 :class:`PaddedCollator`: right-padded rows with an attention mask.
 
-Both return ``seq_lengths`` (tokens per sequence, per position) so NEFTune can scale its
+Both return ``position_seq_lengths`` (for every position, the length of its sequence) so NEFTune can scale its
 noise by each sequence's own length, as the method defines it, in either layout.
 """
 
@@ -35,7 +35,7 @@ class PackedCollator:
             "input_ids": torch.tensor([input_ids]),
             "labels": torch.tensor([labels]),
             "position_ids": torch.tensor([positions]),
-            "seq_lengths": torch.tensor([lengths]),
+            "position_seq_lengths": torch.tensor([lengths]),
             "sequence_lengths": torch.tensor([len(row["input_ids"]) for row in rows]),
         }
 
@@ -60,7 +60,7 @@ class PaddedCollator:
             "input_ids": torch.tensor(input_ids),
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
-            "seq_lengths": torch.tensor(lengths),
+            "position_seq_lengths": torch.tensor(lengths),
         }
 
 

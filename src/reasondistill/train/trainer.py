@@ -32,7 +32,7 @@ class DistillTrainer(Trainer):
         # accumulated batch, which the Trainer counts when it believes the model takes
         # loss kwargs; it then skips its own division by the accumulation steps.
         self.model_accepts_loss_kwargs = True
-        self._seq_lengths: torch.Tensor | None = None
+        self._position_seq_lengths: torch.Tensor | None = None
         self._neftune_handle = None
         if neftune_alpha > 0:
             embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
@@ -45,9 +45,9 @@ class DistillTrainer(Trainer):
     def _neftune_hook(self, module, inputs, output):
         """NEFTune (Jain et al. 2023): uniform noise of scale α/√(L·d) on input embeddings,
         L being the length of the sequence each token belongs to. Training only."""
-        if not module.training or self._seq_lengths is None:
+        if not module.training or self._position_seq_lengths is None:
             return output
-        lengths = self._seq_lengths.to(output.device, output.dtype).unsqueeze(-1)
+        lengths = self._position_seq_lengths.to(output.device, output.dtype).unsqueeze(-1)
         scale = self.neftune_alpha / torch.sqrt(lengths * output.shape[-1])
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
 
@@ -72,13 +72,13 @@ class DistillTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        self._seq_lengths = inputs.pop("seq_lengths", None)
+        self._position_seq_lengths = inputs.pop("position_seq_lengths", None)
         # Position t predicts token t+1: keep the head only where that token is supervised.
         targets = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE_INDEX
         outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
-        self._seq_lengths = None
+        self._position_seq_lengths = None
         logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
         loss = torch.nn.functional.cross_entropy(logits, targets[keep[:, :-1]], reduction="sum")
         n_local = int(keep.sum())
