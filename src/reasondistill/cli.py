@@ -86,9 +86,14 @@ def train_command(
 ):
     """Train a LoRA adapter with the trace-distillation recipe (Train → Nudge)."""
     from reasondistill.config import load_config
-    from reasondistill.train.recipe import run_training
+    from reasondistill.train.recipe import close_distributed, run_training
 
-    run_training(load_config(config, set_), resume=resume, dry_run=dry_run, console=out)
+    try:
+        run_training(load_config(config, set_), resume=resume, dry_run=dry_run, console=out)
+    except BaseException:
+        close_distributed(wait=False)  # a failed rank must not wait for the others
+        raise
+    close_distributed(wait=True)
 
 
 @command("eval")

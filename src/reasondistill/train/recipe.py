@@ -57,6 +57,20 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def close_distributed(*, wait: bool) -> None:
+    """Tear the process group down, after waiting for every rank when ``wait``.
+
+    A rank that exits while gloo's worker threads are alive aborts ("terminate called
+    without an active exception"), which fails an ``accelerate launch`` run that trained fine.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def effective_batch(cfg: RunConfig) -> int:
     return cfg.train.per_device_batch_size * cfg.train.gradient_accumulation_steps * world_size()
 
