@@ -206,6 +206,27 @@ def test_chunked_generation_with_dropped_rows_equals_one_at_a_time():
         assert ours.token_ids == _plain_generate(model, tok, prompt, 30, eos)
 
 
+def test_grouped_prefill_equals_one_at_a_time():
+    """Prompts prefilled two rows at a time into the batch's cache, each group padded only to
+    its own longest prompt, then decoded together: every row writes what it writes alone."""
+    tok = tiny_tokenizer()
+    model = noisy_model("llama", tok)
+    prompts = [render_prompt(tok, q) for q in QUESTIONS]
+    eos = [tok.convert_tokens_to_ids(EOS)]
+    backend = TransformersBackend(model, tok, max_new_tokens=20, batch_size=8, prefill_rows=2)
+    widths = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    batched = backend.generate(prompts)
+    hook.remove()
+    longest = max(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    group_calls = [shape for shape in widths if shape[0] == 2]
+    assert len(group_calls) == 3  # six rows, three prefill groups
+    assert min(w for _, w in group_calls) < longest - 1  # a group narrower than the batch
+    for prompt, (ours,) in zip(prompts, batched):
+        assert ours.token_ids == _plain_generate(model, tok, prompt, 20, eos)[:ours.n_generated_tokens]
+
+
 def test_memorized_script_stops_per_row_and_pads_nothing():
     model, tok, prompts = memorized_model()
     (answer,), (fallback,), (endless,) = TransformersBackend(

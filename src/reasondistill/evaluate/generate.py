@@ -277,6 +277,48 @@ def compactable_cache(model, max_cache_len: int) -> StaticCache | None:
     return cache if all(type(layer) is StaticLayer for layer in cache.layers) else None
 
 
+def prefill_in_groups(model, cache: StaticCache, input_ids: torch.Tensor, mask: torch.Tensor,
+                      group_rows: int) -> None:
+    """Fill ``cache`` with every prompt token but the last, ``group_rows`` rows at a time.
+
+    One left-padded prefill of the whole batch computes every row at the width of the
+    longest prompt; rows sorted by length and prefilled in small groups are each padded only
+    to their group's longest, which on GSM8K removes about a third of the prefill work. Each
+    group's keys and values land in the same left-aligned slots a whole-batch prefill would
+    write (positions come from the attention mask, as in ``generate``), and ``generate``
+    then runs the last prompt token of every row, so its first logits come from the batch.
+    """
+    from transformers import DynamicCache
+
+    width = input_ids.shape[1]
+    if width < 2:
+        return
+    filled = width - 1
+    lengths = mask.sum(dim=1)
+    for start in range(0, input_ids.shape[0], group_rows):
+        rows = slice(start, start + group_rows)
+        group_width = int(lengths[rows].max())
+        left = width - group_width  # the group's own padding starts here
+        ids, group_mask = input_ids[rows, left:filled], mask[rows, left:filled]
+        if ids.shape[1] == 0:
+            continue
+        positions = (group_mask.cumsum(-1) - 1).clamp(min=0)
+        group_cache = DynamicCache()
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=group_mask, position_ids=positions,
+                  past_key_values=group_cache, use_cache=True, logits_to_keep=1)
+        for layer, group_layer in zip(cache.layers, group_cache.layers):
+            if not layer.is_initialized:
+                shape = (input_ids.shape[0], *group_layer.keys.shape[1:2], 1)
+                layer.lazy_initialization(
+                    group_layer.keys.new_zeros((*shape, group_layer.keys.shape[-1])),
+                    group_layer.values.new_zeros((*shape, group_layer.values.shape[-1])))
+            layer.keys[rows, :, left:filled] = group_layer.keys
+            layer.values[rows, :, left:filled] = group_layer.values
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(filled)
+
+
 def greedy_or_sampling_config(*, max_new_tokens: int, temperature: float, num_samples: int,
                               eos_ids: set[int], pad_id: int) -> GenerationConfig:
     """Explicit settings, so a model's own generation_config (top_p, repetition penalty...)
@@ -308,11 +350,13 @@ class TransformersBackend:
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int, batch_size: int = 16,
                  temperature: float = 0.0, num_samples: int = 1, seed: int = 0,
-                 chunk_tokens: int = 32, compact_at: float = 0.125) -> None:
+                 chunk_tokens: int = 32, compact_at: float = 0.125,
+                 prefill_rows: int = 8) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.num_samples, self.seed = num_samples, seed
         self.chunk_tokens, self.compact_at = chunk_tokens, compact_at
+        self.prefill_rows = prefill_rows
         self.eos_ids = eos_token_ids(model, tokenizer)
         if not self.eos_ids:
             raise ReasondistillError("the tokenizer and model define no EOS token; cannot stop")
@@ -368,6 +412,8 @@ class TransformersBackend:
     def _run(self, rows: list[RowProgress], input_ids: torch.Tensor, mask: torch.Tensor) -> None:
         """Drive ``generate`` until every row has stopped or used ``max_new_tokens``."""
         cache = compactable_cache(self.model, input_ids.shape[1] + self.max_new_tokens)
+        if cache is not None and len(rows) > self.prefill_rows:
+            prefill_in_groups(self.model, cache, input_ids, mask, self.prefill_rows)
         live = list(range(len(rows)))  # which rows the current batch holds, in order
         budget = self.max_new_tokens
         while budget > 0:
