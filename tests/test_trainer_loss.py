@@ -133,3 +133,48 @@ def test_packed_collator_restarts_positions_per_sequence(rows):
     starts = [i for i, p in enumerate(positions) if p == 0]
     assert starts == [0] + list(torch.tensor([len(r.input_ids) for r in rows]).cumsum(0)[:-1])
     assert batch["input_ids"].shape == (1, sum(len(r.input_ids) for r in rows))
+
+
+def test_bf16_training_skips_peft_input_casts_without_changing_the_loss(rows, tmp_path):
+    """Under bf16 autocast the trainer turns off PEFT's cast of LoRA inputs to float32 (autocast
+    casts them back to bf16 anyway): the loss and gradients are bit-identical, and the switch
+    is undone after training."""
+    from peft import LoraConfig, get_peft_model
+    from peft.helpers import disable_input_dtype_casting
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import TrainerCallback
+
+    tok = tiny_tokenizer()
+    model = get_peft_model(tiny_model("llama", tok).to(torch.bfloat16),
+                           LoraConfig(r=4, target_modules=["q_proj", "down_proj"]),
+                           autocast_adapter_dtype=True)
+    lora_layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    batch = collate(PackedCollator(), rows)
+    lengths = batch.pop("sequence_lengths").tolist()
+
+    def loss_and_grads(cast_inputs: bool):
+        model.zero_grad()
+        with (packed_attention(model), packed_forward(lengths),
+              torch.autocast("cpu", dtype=torch.bfloat16),
+              disable_input_dtype_casting(model, active=not cast_inputs)):
+            loss = model(**{k: v for k, v in batch.items() if k != "position_seq_lengths"}).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(True), loss_and_grads(False)
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append({layer.cast_input_dtype_enabled for layer in lora_layers})
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=True,
+                             max_steps=1, per_device_train_batch_size=2, save_strategy="no")
+    dataset = [{"input_ids": r.input_ids, "labels": r.labels} for r in rows]
+    DistillTrainer(model=model, args=args, train_dataset=dataset, data_collator=PackedCollator(),
+                   callbacks=[Probe()]).train()
+    assert seen == [{False}]
+    assert {layer.cast_input_dtype_enabled for layer in lora_layers} == {True}

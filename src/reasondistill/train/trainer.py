@@ -52,13 +52,25 @@ class DistillTrainer(Trainer):
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
 
     def train(self, *args, **kwargs):
-        """With a packed collator, the model attends per sequence for the whole run."""
+        """With a packed collator, the model attends per sequence for the whole run.
+
+        Under bf16 autocast, PEFT's cast of each LoRA input to the adapter's float32 is
+        switched off: autocast casts it straight back to bf16 for the matmul, so the cast
+        only copied every activation twice (bf16 → fp32 → bf16 is exact; same numbers).
+        """
+        from contextlib import ExitStack
+
+        from peft.helpers import disable_input_dtype_casting
+
         from reasondistill.train.collate import PackedCollator
         from reasondistill.train.packing import packed_attention
 
-        if not isinstance(self.data_collator, PackedCollator):
-            return super().train(*args, **kwargs)
-        with packed_attention(self.accelerator.unwrap_model(self.model)):
+        model = self.accelerator.unwrap_model(self.model)
+        with ExitStack() as stack:
+            if isinstance(self.data_collator, PackedCollator):
+                stack.enter_context(packed_attention(model))
+            if self.args.bf16:
+                stack.enter_context(disable_input_dtype_casting(model))
             return super().train(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
