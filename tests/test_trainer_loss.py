@@ -178,3 +178,38 @@ def test_bf16_training_skips_peft_input_casts_without_changing_the_loss(rows, tm
                    callbacks=[Probe()]).train()
     assert seen == [{False}]
     assert {layer.cast_input_dtype_enabled for layer in lora_layers} == {True}
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2)])
+def test_explicit_attention_matches_the_fused_kernel_forward_and_backward(heads, kv_heads):
+    """The matmul/softmax path used for short CPU sequences computes the same causal
+    attention (grouped-query included) as SDPA, values and gradients."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from reasondistill.train.packing import explicit_causal_attention
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=heads // kv_heads)
+    q = torch.randn(1, heads, 37, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, kv_heads, 37, 16, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, kv_heads, 37, 16, dtype=torch.float64, requires_grad=True)
+    ours = explicit_causal_attention(module, q, k, v, scaling=0.3)
+    fused = sdpa_attention_forward(module, q, k, v, None, scaling=0.3)[0]
+    assert ours.shape == fused.shape == (1, 37, heads, 16)
+    torch.testing.assert_close(ours, fused)
+    grads = [torch.autograd.grad((out * torch.arange(out.numel()).view_as(out).sin()).sum(),
+                                 (q, k, v)) for out in (ours, fused)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_packed_loss_is_the_same_through_either_attention_kernel(rows, tmp_path, monkeypatch):
+    from reasondistill.train import packing
+
+    model = tiny_model("llama", tiny_tokenizer())
+    explicit = trainer_loss(model, rows, PackedCollator(), tmp_path)
+    monkeypatch.setattr(packing, "EXPLICIT_ATTENTION_MAX_TOKENS", 0)  # fused kernel only
+    fused = trainer_loss(model, rows, PackedCollator(), tmp_path)
+    torch.testing.assert_close(explicit, fused)

@@ -4,9 +4,10 @@ A packed micro-batch is one row holding several sequences. Letting the stock SDP
 it means a dense ``T × T`` mask, which on CPU falls back to the math kernel and materialises
 every attention matrix of the whole row (gigabytes for a few thousand tokens, and the time to
 match). Instead the trainer publishes the sequence boundaries of the row it is running, and
-this attention function — registered with transformers' ``AttentionInterface`` — calls the
-library's own SDPA forward once per sequence with ``is_causal`` and no mask, so each call
-takes the fused kernel and nothing ever attends across a boundary.
+this attention function — registered with transformers' ``AttentionInterface`` — attends
+once per sequence, causally and with no mask: short sequences on CPU by matmul and softmax
+(faster there than the fused kernel), others through the library's own SDPA forward with
+``is_causal``. Nothing ever attends across a boundary.
 
 Because the implementation is not registered for masks, transformers builds no mask for it.
 A model whose layers do not route attention through the interface would therefore attend
@@ -40,12 +41,47 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, *args, **kw
     counter = _calls.get()
     if counter is not None:
         counter[0] += 1
-    outputs = [
-        sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end],
-                               value[:, :, start:end], None, *args, **kwargs)[0]
-        for start, end in segments
-    ]
+    outputs = []
+    for start, end in segments:
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        if explicit_attention_applies(module, q, kwargs):
+            outputs.append(explicit_causal_attention(module, q, k, v, **kwargs))
+        else:
+            outputs.append(sdpa_attention_forward(module, q, k, v, None, *args, **kwargs)[0])
     return torch.cat(outputs, dim=1), None
+
+
+# On CPU the fused (flash) SDPA kernel is slow for short sequences, its backward above all:
+# for the 130-250-token rows of GSM8K, matmul + softmax attention trains about 1.7x faster
+# (benchmarks/attention_cpu.py). Its score matrices are kept for the backward pass, so it is
+# used only up to this many tokens per sequence; longer ones take the fused kernel.
+EXPLICIT_ATTENTION_MAX_TOKENS = 512
+
+
+def explicit_attention_applies(module, query, kwargs) -> bool:
+    window = kwargs.get("sliding_window")
+    return (query.device.type == "cpu" and query.shape[2] <= EXPLICIT_ATTENTION_MAX_TOKENS
+            and kwargs.get("is_causal", getattr(module, "is_causal", True)) is not False
+            and (window is None or window >= query.shape[2])
+            and kwargs.get("softcap") is None and kwargs.get("s_aux") is None)
+
+
+def explicit_causal_attention(module, query, key, value, *, dropout: float = 0.0,
+                              scaling: float | None = None, **_) -> torch.Tensor:
+    """Causal attention of one sequence as matmul → float32 softmax → matmul (transformers'
+    eager numerics), returned as ``[batch, tokens, heads, dim]`` like the SDPA forward."""
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    n = query.shape[2]
+    future = torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    softmax_dtype = torch.promote_types(query.dtype, torch.float32)  # at least float32
+    weights = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous()
 
 
 AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
