@@ -7,12 +7,13 @@ the same tokens. The baseline is what a user writes by hand: a loop of ``model.g
 on one unpadded prompt at a time. Half of the baseline runs before the batched run and half
 after, so a change in machine load between the two arms biases neither.
 
-Greedy decoding is compared token for token. In bfloat16 a batched matmul may round
-differently from a one-row matmul, so some long generations can diverge after a near-tie;
-``--check-dtype float32`` repeats the comparison (on ``--check-n`` problems) in float32,
-where that rounding noise is far smaller, to show whether batching itself changes anything.
+Greedy decoding is compared token for token, so the default dtype is float32. In bfloat16 a
+batched matmul may round differently from a one-row matmul, so some long generations diverge
+after a near-tie; with ``--dtype bfloat16``, ``--check-dtype float32`` repeats the comparison
+(on ``--check-n`` problems) in float32 to show whether batching itself changes anything.
 
     python benchmarks/eval_speed.py [--gsm8k-dir ../shared/data/gsm8k] [--n 64]
+    python benchmarks/eval_speed.py --dtype bfloat16 --out results/eval_speed_bf16.json
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="GSM8K test problems (the first N)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dtype", default="auto", help="auto = bfloat16 where the CPU has it")
+    parser.add_argument("--dtype", default="float32",
+                        help="float32 (default: the identity target is token for token), "
+                             "bfloat16, or auto = bfloat16 where the CPU has it")
     parser.add_argument("--check-dtype", default="float32",
                         help="dtype of the extra identity check ('none' to skip)")
     parser.add_argument("--check-n", type=int, default=16)
