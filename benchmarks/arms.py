@@ -14,7 +14,8 @@ Five arms, trained and evaluated on the same training rows and the same held-out
 
 Every arm is one run directory under ``--work`` (training resumes, evaluation skips done
 ids), so a long experiment can be stopped and restarted; results are written as each arm
-finishes to ``results/arms-<dataset>.json``, and ``report.md/html`` compares the runs.
+finishes to ``results/arms-<dataset>.json``, and ``results/arms-<dataset>-report/`` (markdown,
+HTML and plots) compares the runs at the end.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def main(argv=None) -> None:
                       "pooled": pooled(rows)}
             atomic_write_json(args.out, result)  # after every arm: partial results survive
     runs = [Path(r["run_dir"]) for r in rows]
-    md_path, _ = write_report(runs, args.work / args.dataset / "report")
+    md_path, _ = write_report(runs, args.out.with_name(f"{args.out.stem}-report"))
     print(table(pooled(rows)))
     print(f"wrote {args.out} and {md_path}")
 

@@ -28,4 +28,4 @@ def test_arms_quick_writes_the_table_json(tmp_path, tiny_model_dir):
     assert [p["phase"] for p in phases] == ["train", "nudge"]
     answer_only_config = (Path(result["runs"][1]["run_dir"]) / "config.yaml").read_text()
     assert "answer_only: true" in answer_only_config
-    assert (tmp_path / "work" / "puzzles" / "report" / "report.html").is_file()
+    assert (tmp_path / "arms-report" / "report.html").is_file()
