@@ -186,8 +186,22 @@ def pooled(rows: list[dict]) -> dict:
             "mean_generated_tokens": sum(r["mean_generated_tokens"] * r["n"] for r in mine) / n,
             "train_minutes_mean": sum(r["train_minutes"] for r in mine) / len(mine),
             "accuracy_per_seed": [round(r["accuracy"], 4) for r in mine],
+            "by_type": pooled_by_type(mine),
         }
     return out
+
+
+def pooled_by_type(rows: list[dict]) -> dict:
+    """Accuracy per type over every seed's test problems of that type."""
+    from reasondistill.evaluate.metrics import accuracy_block
+
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        for name, block in row["by_type"].items():
+            correct_n = counts.setdefault(name, [0, 0])
+            correct_n[0] += round(block["accuracy"] * block["n"])
+            correct_n[1] += block["n"]
+    return {name: accuracy_block(c, n) for name, (c, n) in sorted(counts.items())}
 
 
 def table(pooled_rows: dict) -> str:
@@ -202,6 +216,20 @@ def table(pooled_rows: dict) -> str:
             f"| {arm} | {r['n']} | {r['accuracy']:.1%} [{r['ci'][0]:.1%}, {r['ci'][1]:.1%}] | "
             f"{', '.join(f'{a:.1%}' for a in r['accuracy_per_seed'])} | {r['parse_rate']:.1%} | "
             f"{hard_text} | {r['mean_generated_tokens']:.0f} | {r['train_minutes_mean']:.1f} |")
+    return "\n".join(lines)
+
+
+def type_table(pooled_rows: dict) -> str:
+    """Accuracy per type (rows) and arm (columns), pooled over seeds, with 95% intervals."""
+    arms = list(pooled_rows)
+    types = sorted({t for r in pooled_rows.values() for t in r["by_type"]})
+    lines = ["| type | n | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for name in types:
+        blocks = [pooled_rows[arm]["by_type"].get(name) for arm in arms]
+        n = next(b["n"] for b in blocks if b)
+        cells = [f"{b['accuracy']:.0%} [{b['ci'][0]:.0%}, {b['ci'][1]:.0%}]" if b else "—"
+                 for b in blocks]
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -224,6 +252,8 @@ def main(argv=None) -> None:
     runs = [Path(r["run_dir"]) for r in rows]
     md_path, _ = write_report(runs, args.out.with_name(f"{args.out.stem}-report"))
     print(table(pooled(rows)))
+    print()
+    print(type_table(pooled(rows)))
     print(f"wrote {args.out} and {md_path}")
 
 

@@ -23,6 +23,12 @@ def test_arms_quick_writes_the_table_json(tmp_path, tiny_model_dir):
     for row in result["runs"]:
         assert row["n"] == 9 and 0.0 <= row["accuracy"] <= 1.0
         assert row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
+    for arm, pooled in result["pooled"].items():
+        run = next(r for r in result["runs"] if r["arm"] == arm)
+        assert sum(b["n"] for b in pooled["by_type"].values()) == 9
+        for name, block in pooled["by_type"].items():  # one seed: pooled = that seed's count
+            assert block["n"] == run["by_type"][name]["n"]
+            assert block["accuracy"] == run["by_type"][name]["accuracy"]
     nudge_run = Path(result["runs"][2]["run_dir"])
     phases = json.loads((nudge_run / "train_summary.json").read_text())["phases"]
     assert [p["phase"] for p in phases] == ["train", "nudge"]
