@@ -11,6 +11,7 @@ Five arms, trained and evaluated on the same training rows and the same held-out
     python benchmarks/arms.py --dataset puzzles --seeds 0 1 2
     python benchmarks/arms.py --dataset gsm8k --seeds 0
     python benchmarks/arms.py --quick          # a CI-sized smoke run (tiny sizes)
+    python benchmarks/arms.py --dataset puzzles --summarize   # tables + report from the JSON
 
 Every arm is one run directory under ``--work`` (training resumes, evaluation skips done
 ids), so a long experiment can be stopped and restarted; results are written as each arm
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--work", type=Path, default=REPO / "runs/arms")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: results/arms-<dataset>.json")
+    parser.add_argument("--summarize", action="store_true",
+                        help="train and evaluate nothing: recompute the pooled tables and the "
+                             "report from the runs already in --out")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes for a smoke run: 18 train rows, 9 test rows, 2 steps")
     args = parser.parse_args(argv)
@@ -235,9 +239,13 @@ def type_table(pooled_rows: dict) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from reasondistill.evaluate.report import write_report
     from reasondistill.io import atomic_write_json
 
+    if args.summarize:
+        previous = json.loads(args.out.read_text())
+        rows, settings = previous["runs"], previous["settings"]
+        atomic_write_json(args.out, {**previous, "pooled": pooled(rows)})
+        return finish(args, rows)
     rows = []
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     for seed in args.seeds:
@@ -249,6 +257,13 @@ def main(argv=None) -> None:
             result = {"dataset": args.dataset, "settings": settings, "runs": rows,
                       "pooled": pooled(rows)}
             atomic_write_json(args.out, result)  # after every arm: partial results survive
+    finish(args, rows)
+
+
+def finish(args, rows: list[dict]) -> None:
+    """The comparison report next to the JSON, and the tables on stdout."""
+    from reasondistill.evaluate.report import write_report
+
     runs = [Path(r["run_dir"]) for r in rows]
     md_path, _ = write_report(runs, args.out.with_name(f"{args.out.stem}-report"))
     print(table(pooled(rows)))

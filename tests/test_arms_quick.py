@@ -35,3 +35,7 @@ def test_arms_quick_writes_the_table_json(tmp_path, tiny_model_dir):
     answer_only_config = (Path(result["runs"][1]["run_dir"]) / "config.yaml").read_text()
     assert "answer_only: true" in answer_only_config
     assert (tmp_path / "arms-report" / "report.html").is_file()
+    (tmp_path / "arms-report" / "report.html").unlink()
+    arms.main(["--quick", "--out", str(out), "--summarize"])  # no training, same tables
+    assert json.loads(out.read_text()) == result
+    assert (tmp_path / "arms-report" / "report.html").is_file()
