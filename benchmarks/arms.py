@@ -243,9 +243,8 @@ def main(argv=None) -> None:
 
     if args.summarize:
         previous = json.loads(args.out.read_text())
-        rows, settings = previous["runs"], previous["settings"]
-        atomic_write_json(args.out, {**previous, "pooled": pooled(rows)})
-        return finish(args, rows)
+        atomic_write_json(args.out, {**previous, "pooled": pooled(previous["runs"])})
+        return finish(args, previous["runs"])
     rows = []
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     for seed in args.seeds:
@@ -266,9 +265,10 @@ def finish(args, rows: list[dict]) -> None:
 
     runs = [Path(r["run_dir"]) for r in rows]
     md_path, _ = write_report(runs, args.out.with_name(f"{args.out.stem}-report"))
-    print(table(pooled(rows)))
+    summary = pooled(rows)
+    print(table(summary))
     print()
-    print(type_table(pooled(rows)))
+    print(type_table(summary))
     print(f"wrote {args.out} and {md_path}")
 
 

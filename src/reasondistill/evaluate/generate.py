@@ -283,7 +283,7 @@ def prefill_in_groups(model, cache: StaticCache, input_ids: torch.Tensor, mask: 
 
     One left-padded prefill of the whole batch computes every row at the width of the
     longest prompt; rows sorted by length and prefilled in small groups are each padded only
-    to their group's longest, which on GSM8K removes about a third of the prefill work. Each
+    to their group's longest, which on GSM8K prompts saves much of the prefill work. Each
     group's keys and values land in the same left-aligned slots a whole-batch prefill would
     write (positions come from the attention mask, as in ``generate``), and ``generate``
     then runs the last prompt token of every row, so its first logits come from the batch.

@@ -6,8 +6,9 @@ each sequence and lists the sequence lengths, which the packed attention
 layers carry state across positions (Mamba / SSM hybrids) cannot be packed and get
 :class:`PaddedCollator`: right-padded rows with an attention mask.
 
-Both return ``position_seq_lengths`` (for every position, the length of its sequence) so NEFTune can scale its
-noise by each sequence's own length, as the method defines it, in either layout.
+Both return ``position_seq_lengths`` (for every position, the length of its sequence) so
+NEFTune can scale its noise by each sequence's own length, as the method defines it, in
+either layout.
 """
 
 from __future__ import annotations
