@@ -209,7 +209,14 @@ def test_packed_loss_is_the_same_through_either_attention_kernel(rows, tmp_path,
     from reasondistill.train import packing
 
     model = tiny_model("llama", tiny_tokenizer())
+    calls = []
+    real = packing.explicit_causal_attention
+    monkeypatch.setattr(packing, "explicit_causal_attention",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
     explicit = trainer_loss(model, rows, PackedCollator(), tmp_path)
+    assert calls  # the short CPU sequences really took the explicit path
     monkeypatch.setattr(packing, "EXPLICIT_ATTENTION_MAX_TOKENS", 0)  # fused kernel only
+    calls.clear()
     fused = trainer_loss(model, rows, PackedCollator(), tmp_path)
+    assert not calls
     torch.testing.assert_close(explicit, fused)
