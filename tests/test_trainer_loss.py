@@ -181,9 +181,12 @@ def test_bf16_training_skips_peft_input_casts_without_changing_the_loss(rows, tm
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2)])
-def test_explicit_attention_matches_the_fused_kernel_forward_and_backward(heads, kv_heads):
+@pytest.mark.parametrize("sliced", [False, True])
+def test_explicit_attention_matches_the_fused_kernel_forward_and_backward(heads, kv_heads,
+                                                                         sliced):
     """The matmul/softmax path used for short CPU sequences computes the same causal
-    attention (grouped-query included) as SDPA, values and gradients."""
+    attention (grouped-query included) as SDPA, values and gradients — also on one sequence
+    sliced out of a packed row, as training calls it."""
     from types import SimpleNamespace
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -192,9 +195,12 @@ def test_explicit_attention_matches_the_fused_kernel_forward_and_backward(heads,
 
     torch.manual_seed(0)
     module = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=heads // kv_heads)
-    q = torch.randn(1, heads, 37, 16, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(1, kv_heads, 37, 16, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(1, kv_heads, 37, 16, dtype=torch.float64, requires_grad=True)
+    width = 50 if sliced else 37
+    q = torch.randn(1, heads, width, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, kv_heads, width, 16, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, kv_heads, width, 16, dtype=torch.float64, requires_grad=True)
+    if sliced:
+        q, k, v = (t[:, :, 6:43] for t in (q, k, v))
     ours = explicit_causal_attention(module, q, k, v, scaling=0.3)
     fused = sdpa_attention_forward(module, q, k, v, None, scaling=0.3)[0]
     assert ours.shape == fused.shape == (1, 37, heads, 16)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -53,8 +54,9 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, *args, **kw
 
 # On CPU the fused (flash) SDPA kernel is slow for short sequences, its backward above all:
 # over the 146-419-token rows of 64 GSM8K examples, matmul + softmax attention runs a layer's
-# forward + backward 1.29x faster (benchmarks/attention_cpu.py, results/attention_cpu.json). Its score matrices are kept for the backward pass, so it is
-# used only up to this many tokens per sequence; longer ones take the fused kernel.
+# forward + backward 1.87x faster (benchmarks/attention_cpu.py, results/attention_cpu.json).
+# Its score matrices are kept for the backward pass, so it is used only up to this many
+# tokens per sequence; longer ones take the fused kernel.
 EXPLICIT_ATTENTION_MAX_TOKENS = 512
 
 
@@ -69,19 +71,32 @@ def explicit_attention_applies(module, query, kwargs) -> bool:
 def explicit_causal_attention(module, query, key, value, *, dropout: float = 0.0,
                               scaling: float | None = None, **_) -> torch.Tensor:
     """Causal attention of one sequence as matmul → float32 softmax → matmul (transformers'
-    eager numerics), returned as ``[batch, tokens, heads, dim]`` like the SDPA forward."""
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    n = query.shape[2]
-    future = torch.ones(n, n, dtype=torch.bool, device=query.device).triu(1)
-    scores = scores.masked_fill(future, float("-inf"))
+    eager numerics), returned as ``[batch, tokens, heads, dim]`` like the SDPA forward.
+
+    Query heads that share a key/value head (grouped-query attention) are stacked along the
+    rows of one matmul against that head, so keys and values are never copied per query head;
+    the scaling and the causal mask are folded into the same matmul (``baddbmm``)."""
+    batch, heads, n, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scaling = scaling if scaling is not None else dim**-0.5
+    stacked = query.reshape(batch * kv_heads, groups * n, dim)
+    keys = key.reshape(batch * kv_heads, n, dim)
+    scores = torch.baddbmm(causal_bias(n, groups, query.dtype, query.device), stacked,
+                           keys.transpose(1, 2), alpha=scaling)
     softmax_dtype = torch.promote_types(query.dtype, torch.float32)  # at least float32
     weights = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous()
+    out = torch.bmm(weights, value.reshape(batch * kv_heads, n, dim))
+    return out.view(batch, heads, n, dim).transpose(1, 2).contiguous()
+
+
+@functools.lru_cache(maxsize=256)
+def causal_bias(n: int, groups: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[groups·n, n]``: 0 where a position may attend, −inf above the diagonal, repeated
+    for each query head stacked on a key/value head."""
+    future = torch.full((n, n), float("-inf"), dtype=dtype, device=device).triu(1)
+    return future.repeat(groups, 1)
 
 
 AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)

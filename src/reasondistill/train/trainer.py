@@ -7,7 +7,9 @@
   ``report_to``, ``accelerate launch`` — is the stock Trainer;
 - the loss is cross-entropy on completion tokens only, and the ``lm_head`` runs only at the
   positions that predict one (``logits_to_keep`` as a boolean mask): on a 49k vocabulary
-  that head is a fifth of the forward pass, and prompt tokens do not need it;
+  that head is a fifth of the forward pass, and prompt tokens do not need it; where the head
+  is a plain frozen linear, it is fused with the loss chunk by chunk (:mod:`.head_loss`), so
+  the full logits never exist;
 - NEFTune noise is scaled by each sequence's own length, so packing does not weaken it;
 - it counts the real (non-padding) tokens it trains on, for tokens/s in ``metrics.jsonl``.
 """
@@ -20,6 +22,11 @@ import torch
 from transformers import Trainer
 
 from reasondistill.tokenize import IGNORE_INDEX
+from reasondistill.train.head_loss import (
+    fused_head_applies,
+    head_cross_entropy,
+    head_returns_hidden_states,
+)
 
 
 class DistillTrainer(Trainer):
@@ -89,10 +96,18 @@ class DistillTrainer(Trainer):
         targets = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE_INDEX
-        outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+        supervised_targets = targets[keep[:, :-1]]
+        unwrapped = self.accelerator.unwrap_model(model)
+        if not return_outputs and fused_head_applies(unwrapped):
+            with head_returns_hidden_states(unwrapped) as head:
+                outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+            hidden = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+            loss = head_cross_entropy(hidden, head.weight, supervised_targets)
+        else:
+            outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
+            loss = torch.nn.functional.cross_entropy(logits, supervised_targets, reduction="sum")
         self._position_seq_lengths = None
-        logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
-        loss = torch.nn.functional.cross_entropy(logits, targets[keep[:, :-1]], reduction="sum")
         n_local = int(keep.sum())
         if num_items_in_batch is None:
             loss = loss / max(n_local, 1)

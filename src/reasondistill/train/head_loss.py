@@ -1,0 +1,92 @@
+"""Output head and cross-entropy in one pass, a few rows at a time.
+
+The completion loss needs the vocabulary logits only to turn them into a number and a
+gradient. Materialised whole — ``[supervised tokens, vocabulary]`` in float32, hundreds of
+megabytes for one packed batch on a 49k vocabulary — they cost more in memory traffic and
+page faults than their matmul costs in arithmetic, twice (forward, then the log-softmax
+backward). Here each chunk of rows is projected, reduced to its loss, and turned straight
+into its gradient with respect to the hidden states (``(softmax − onehot) · W``) while it
+is hot; the backward pass only scales that stored gradient. Same matmuls, same float32
+softmax, no full logits.
+
+This applies when the head is a frozen, bias-free ``nn.Linear`` that the model applies to
+the final hidden states and nothing else (no soft-capping or scaling of the logits), which
+:func:`fused_head_applies` checks; anything else takes the ordinary path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+# Model types whose causal-LM forward is exactly ``lm_head(hidden_states[:, keep])``.
+PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_moe",
+                                    "qwen2_moe"})
+
+# A chunk's float32 logits stay below glibc's largest mmap threshold (32 MiB), so they are
+# carved from the heap and reused rather than mapped, faulted in and unmapped per chunk.
+CHUNK_BYTES = 16 * 2**20
+
+
+def fused_head_applies(model) -> bool:
+    """True when the head of ``model`` (unwrapped) can be fused with the loss."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
+        return False
+    head = model.get_output_embeddings()
+    return (type(head) is torch.nn.Linear and head.bias is None
+            and not head.weight.requires_grad)
+
+
+@contextlib.contextmanager
+def head_returns_hidden_states(model):
+    """Inside, the model's output head passes its input through: ``outputs.logits`` holds
+    the final hidden states at the kept positions. The forward still goes through the
+    outermost (DDP / PEFT) wrapper, so gradient synchronisation is untouched."""
+    head = model.get_output_embeddings()
+    head.forward = _identity
+    try:
+        yield head
+    finally:
+        del head.forward
+
+
+def _identity(hidden_states):
+    return hidden_states
+
+
+def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor,
+                       targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of ``hidden @ weight.T`` against ``targets`` (no ignored rows).
+
+    ``hidden``: ``[rows, d]``; ``weight``: ``[vocab, d]``, frozen. The matmuls run in the
+    weight's dtype, the softmax in float32."""
+    rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    return _HeadCrossEntropy.apply(hidden, weight, targets, rows)
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows):
+        compute = weight.dtype
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            part = hidden[start:start + chunk_rows].to(compute)
+            target = targets[start:start + chunk_rows].unsqueeze(1)
+            logits = (part @ weight.T).float()
+            log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
+            total += (log_norm - logits.gather(1, target)).sum()
+            probabilities = logits.sub_(log_norm).exp_()  # softmax, in place
+            probabilities.scatter_add_(1, target, torch.full_like(target, -1,
+                                                                  dtype=torch.float32))
+            grad_hidden[start:start + chunk_rows] = probabilities.to(compute) @ weight
+        ctx.save_for_backward(grad_hidden)
+        ctx.hidden_dtype = hidden.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad_hidden,) = ctx.saved_tensors
+        return (grad_hidden * grad_output).to(ctx.hidden_dtype), None, None, None
