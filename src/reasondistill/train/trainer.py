@@ -98,7 +98,10 @@ class DistillTrainer(Trainer):
         keep[:, :-1] = targets != IGNORE_INDEX
         supervised_targets = targets[keep[:, :-1]]
         unwrapped = self.accelerator.unwrap_model(model)
-        if not return_outputs and fused_head_applies(unwrapped):
+        # Sharded engines (FSDP, DeepSpeed ZeRO-3) gather the head's weight only inside its own
+        # forward, so they keep the unfused path.
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if not return_outputs and not sharded and fused_head_applies(unwrapped):
             with head_returns_hidden_states(unwrapped) as head:
                 outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
             hidden = outputs.logits.reshape(-1, outputs.logits.shape[-1])
