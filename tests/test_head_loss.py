@@ -10,7 +10,7 @@ from reasondistill.data import Example, build_record
 from reasondistill.lora import apply_lora
 from reasondistill.tokenize import tokenize_record
 from reasondistill.train import head_loss
-from reasondistill.train.collate import PackedCollator
+from reasondistill.train.collate import PackedCollator, PaddedCollator
 from reasondistill.train.packing import packed_attention, packed_forward
 
 
@@ -49,35 +49,40 @@ def lora_model(kind):
     return model
 
 
-def packed_loss_and_grads(model, rows, tmp_path):
-    trainer = make_trainer(model, PackedCollator(), tmp_path)
-    batch = collate(PackedCollator(), rows)
-    lengths = batch.pop("sequence_lengths").tolist()
+def loss_and_grads(model, rows, tmp_path, layout):
+    collator = PackedCollator() if layout == "packed" else PaddedCollator(pad_token_id=0)
+    trainer = make_trainer(model, collator, tmp_path)
+    batch = collate(collator, rows)
     model.zero_grad()
-    with packed_attention(model), packed_forward(lengths):
+    if layout == "packed":
+        lengths = batch.pop("sequence_lengths").tolist()
+        with packed_attention(model), packed_forward(lengths):
+            loss = trainer.compute_loss(model, batch)
+    else:
         loss = trainer.compute_loss(model, batch)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
                            if p.requires_grad}
 
 
+@pytest.mark.parametrize("layout", ["packed", "padded"])
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
-def test_trainer_takes_the_fused_head_with_the_same_loss_and_gradients(kind, rows, tmp_path,
-                                                                       monkeypatch):
+def test_trainer_takes_the_fused_head_with_the_same_loss_and_gradients(kind, layout, rows,
+                                                                       tmp_path, monkeypatch):
     model = lora_model(kind)
     assert head_loss.fused_head_applies(model)
     calls = []
     real = head_loss._HeadCrossEntropy.apply
     monkeypatch.setattr(head_loss._HeadCrossEntropy, "apply",
                         lambda *a: calls.append(1) or real(*a))
-    fused_loss, fused_grads = packed_loss_and_grads(model, rows, tmp_path)
+    fused_loss, fused_grads = loss_and_grads(model, rows, tmp_path, layout)
     assert calls  # the fused path really ran
     with torch.no_grad():
         torch.testing.assert_close(fused_loss, reference_loss(model, rows), rtol=1e-5,
                                    atol=1e-5)
     monkeypatch.setattr("reasondistill.train.trainer.fused_head_applies", lambda m: False)
     calls.clear()
-    plain_loss, plain_grads = packed_loss_and_grads(model, rows, tmp_path)
+    plain_loss, plain_grads = loss_and_grads(model, rows, tmp_path, layout)
     assert not calls
     torch.testing.assert_close(fused_loss, plain_loss, rtol=1e-6, atol=1e-6)
     assert fused_grads.keys() == plain_grads.keys() and len(fused_grads) > 0
