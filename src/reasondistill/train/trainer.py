@@ -64,12 +64,14 @@ class DistillTrainer(Trainer):
         Under bf16 autocast, PEFT's cast of each LoRA input to the adapter's float32 is
         switched off: autocast casts it straight back to bf16 for the matmul, so the cast
         only copied every activation twice (bf16 → fp32 → bf16 is exact; same numbers).
+        Plain LoRA linears add their update inside one ``addmm`` (:mod:`.lora_fused`).
         """
         from contextlib import ExitStack
 
         from peft.helpers import disable_input_dtype_casting
 
         from reasondistill.train.collate import PackedCollator
+        from reasondistill.train.lora_fused import fused_lora_linears
         from reasondistill.train.packing import packed_attention
 
         model = self.accelerator.unwrap_model(self.model)
@@ -78,6 +80,7 @@ class DistillTrainer(Trainer):
                 stack.enter_context(packed_attention(model))
             if self.args.bf16:
                 stack.enter_context(disable_input_dtype_casting(model))
+            stack.enter_context(fused_lora_linears(model))
             return super().train(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
