@@ -2,7 +2,7 @@
 
 ``train_throughput.py`` times whole one-epoch runs, where every step is a new batch and the
 first one pays the warm-up. This repeats a few packed batches of GSM8K rows through the
-trainer's own loss and backward (SmolLM2-135M, bf16 base, fp32 LoRA r16 on attention and
+trainer's own loss and backward, under the trainer's own speed-ups (SmolLM2-135M, bf16 base, fp32 LoRA r16 on attention and
 MLP, batch 8), prints each repetition's time and MFU (same FLOP count and matmul peak as
 ``train_throughput.py``), and with ``--profile`` the operators of the last repetition.
 ``--compile`` tries ``torch.compile`` on whole decoder layers or on their MLPs and norms.
@@ -53,14 +53,13 @@ def compile_regions(model, mode: str, dynamic: bool) -> None:
 
 
 def main(argv=None) -> None:
-    from peft.helpers import disable_input_dtype_casting
     from transformers import TrainingArguments
 
     from reasondistill.data.format import FormatSpec
     from reasondistill.lora import apply_lora
     from reasondistill.tokenize import tokenize_examples
     from reasondistill.train.collate import PackedCollator
-    from reasondistill.train.packing import packed_attention, packed_forward
+    from reasondistill.train.packing import packed_forward
     from reasondistill.train.trainer import DistillTrainer
 
     args = parse_args(argv)
@@ -90,7 +89,7 @@ def main(argv=None) -> None:
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    with packed_attention(model), disable_input_dtype_casting(model):
+    with trainer.training_speedups():
         for index, batch in enumerate(batches):
             lengths = batch["sequence_lengths"].tolist()
             supervised = int((batch["labels"] != -100).sum())

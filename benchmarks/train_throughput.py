@@ -207,7 +207,9 @@ RUNNERS = {"reasondistill": run_reasondistill, "trl": run_trl, "tracedistill": r
 # ----------------------------------------------------------------------------- FLOPs and peak
 
 
-def matmul_peak_flops(size=2048, repeats=6) -> float:
+def matmul_peak_flops(size=2048, repeats=30) -> float:
+    """Best of ``repeats`` large bf16 matmuls: one slow sample on a shared machine must not
+    lower the peak (and so inflate every MFU)."""
     import torch
 
     a = torch.randn(size, size, dtype=torch.bfloat16)

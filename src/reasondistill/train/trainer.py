@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -59,15 +60,19 @@ class DistillTrainer(Trainer):
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
 
     def train(self, *args, **kwargs):
-        """With a packed collator, the model attends per sequence for the whole run.
+        with self.training_speedups():
+            return super().train(*args, **kwargs)
 
-        Under bf16 autocast, PEFT's cast of each LoRA input to the adapter's float32 is
-        switched off: autocast casts it straight back to bf16 for the matmul, so the cast
-        only copied every activation twice (bf16 → fp32 → bf16 is exact; same numbers).
-        Plain LoRA linears add their update inside one ``addmm`` (:mod:`.lora_fused`).
+    @contextlib.contextmanager
+    def training_speedups(self):
+        """What the whole run trains under (also for benchmarks that call the loss directly).
+
+        With a packed collator, the model attends per sequence. Under bf16 autocast, PEFT's
+        cast of each LoRA input to the adapter's float32 is switched off: autocast casts it
+        straight back to bf16 for the matmul, so the cast only copied every activation twice
+        (bf16 → fp32 → bf16 is exact; same numbers). Plain LoRA linears add their update
+        inside one ``addmm`` (:mod:`.lora_fused`).
         """
-        from contextlib import ExitStack
-
         from peft.helpers import disable_input_dtype_casting
 
         from reasondistill.train.collate import PackedCollator
@@ -75,13 +80,13 @@ class DistillTrainer(Trainer):
         from reasondistill.train.packing import packed_attention
 
         model = self.accelerator.unwrap_model(self.model)
-        with ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             if isinstance(self.data_collator, PackedCollator):
                 stack.enter_context(packed_attention(model))
             if self.args.bf16:
                 stack.enter_context(disable_input_dtype_casting(model))
             stack.enter_context(fused_lora_linears(model))
-            return super().train(*args, **kwargs)
+            yield
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         lengths = inputs.pop("sequence_lengths", None)
