@@ -8,6 +8,7 @@ so each reports its own peak RSS; the parent prints the table and the ratios and
 
     python benchmarks/train_throughput.py                    # all three, ~10 min on 2 cores
     python benchmarks/train_throughput.py --rows 32 --contenders reasondistill trl
+    python benchmarks/train_throughput.py --repeats 3         # median of 3 runs each
 
 Tokens/s counts the real (non-padding) tokens of the sequences each contender trained on,
 over the wall time of its ``trainer.train()`` call (model loading excluded).
@@ -42,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=8, help="per-device batch size")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each contender, round-robin; the median is reported")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--out", type=Path, default=REPO / "results/train_throughput.json")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -262,16 +265,18 @@ def main(argv=None) -> None:
 
     from reasondistill.io import atomic_write_json
 
-    results = {}
-    for name in args.contenders:
-        print(f"--- {name}", flush=True)
-        with tempfile.NamedTemporaryFile(suffix=".json") as handle:
-            cmd = [sys.executable, __file__, "--contender", name, "--child-out", handle.name,
-                   "--gsm8k-dir", str(args.gsm8k_dir), "--rows", str(args.rows),
-                   "--batch", str(args.batch), "--max-length", str(args.max_length),
-                   "--rank", str(args.rank)]
-            subprocess.run(cmd, check=True)
-            results[name] = json.loads(Path(handle.name).read_text())
+    runs = {name: [] for name in args.contenders}
+    for round_index in range(args.repeats):  # round-robin, so load drift hits all alike
+        for name in args.contenders:
+            print(f"--- {name} (run {round_index + 1} of {args.repeats})", flush=True)
+            with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+                cmd = [sys.executable, __file__, "--contender", name, "--child-out",
+                       handle.name, "--gsm8k-dir", str(args.gsm8k_dir), "--rows",
+                       str(args.rows), "--batch", str(args.batch), "--max-length",
+                       str(args.max_length), "--rank", str(args.rank)]
+                subprocess.run(cmd, check=True)
+                runs[name].append(json.loads(Path(handle.name).read_text()))
+    results = {name: median_run(rows) for name, rows in runs.items()}
     peak = matmul_peak_flops()
     ours = results.get("reasondistill")
     print(f"\nbf16 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s "
@@ -283,8 +288,13 @@ def main(argv=None) -> None:
         ratio = ours["tokens_per_s"] / row["tokens_per_s"] if ours else float("nan")
         print(f"{name:<15}{row['tokens_per_s']:>10.1f}{ratio:>7.2f}x{row['peak_rss_mb']:>13.0f}"
               f"{row['mfu']:>8.1%}{row['seconds']:>9.1f}")
+    if args.repeats > 1:
+        for name, rows in runs.items():
+            print(f"{name}: tokens/s of the {len(rows)} runs "
+                  f"{', '.join(str(r['tokens_per_s']) for r in rows)} (the median is shown)")
     summary = {
         "contenders": {name: {k: v for k, v in row.items() if not k.endswith("_lengths")}
+                       | {"runs_tokens_per_s": [r["tokens_per_s"] for r in runs[name]]}
                        for name, row in results.items()},
         "ratio_vs_trl": _ratio(results, "trl"),
         "ratio_vs_tracedistill": _ratio(results, "tracedistill"),
@@ -295,10 +305,16 @@ def main(argv=None) -> None:
                      "per_device_batch": args.batch, "max_length": args.max_length,
                      "lora": f"r={args.rank} alpha={2 * args.rank} attention+mlp",
                      "lr": 2e-4, "neftune_alpha": 5.0, "epochs": 1,
-                     "threads": torch.get_num_threads()},
+                     "threads": torch.get_num_threads(), "repeats": args.repeats},
     }
     atomic_write_json(args.out, summary)
     print(f"wrote {args.out}")
+
+
+def median_run(rows: list[dict]) -> dict:
+    """The run with the median tokens/s (the lower middle one for an even count)."""
+    ordered = sorted(rows, key=lambda row: row["tokens_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _ratio(results, other):
