@@ -91,3 +91,22 @@ def test_dropout_and_disabled_adapters_keep_peft_forward(monkeypatch):
     with fused_lora_linears(model) as patched, model.disable_adapter(), torch.no_grad():
         model(input_ids=torch.randint(0, 200, (1, 7)))
     assert len(calls) == patched > 0  # patched, yet every call fell back to PEFT
+
+
+def test_merged_and_dora_adapters_are_left_to_peft():
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    model = lora_model()
+    model.merge_adapter()
+    with fused_lora_linears(model) as patched:
+        assert patched == 0
+    dora = get_peft_model(tiny_model("llama", tiny_tokenizer()),
+                          PeftLoraConfig(r=4, lora_alpha=8, use_dora=True,
+                                         target_modules=["q_proj", "v_proj"]))
+    with fused_lora_linears(dora) as patched:
+        assert patched == 0
+    plain = get_peft_model(tiny_model("llama", tiny_tokenizer()),
+                           PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with fused_lora_linears(plain) as patched:
+        assert patched == 2 * plain.config.num_hidden_layers  # the control: same set-up, no DoRA
