@@ -3,11 +3,9 @@
 import pytest
 import torch
 from test_trainer_loss import collate, make_trainer, reference_loss
-from tiny import tiny_model, tiny_tokenizer
+from tiny import tiny_lora_model, tiny_model, tiny_tokenizer
 
-from reasondistill.config import LoraConfig
 from reasondistill.data import Example, build_record
-from reasondistill.lora import apply_lora
 from reasondistill.tokenize import tokenize_record
 from reasondistill.train import head_loss
 from reasondistill.train.collate import PackedCollator, PaddedCollator
@@ -40,15 +38,6 @@ def test_chunked_head_loss_equals_full_logits_cross_entropy(chunk_rows, monkeypa
     torch.testing.assert_close(grad_ours, grad_expected)
 
 
-def lora_model(kind):
-    model, _ = apply_lora(tiny_model(kind, tiny_tokenizer()),
-                          LoraConfig(r=4, alpha=8, families=["attention", "mlp"]))
-    for name, param in model.named_parameters():  # B starts at zero: give it a gradient path
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.02)
-    return model
-
-
 def loss_and_grads(model, rows, tmp_path, layout):
     collator = PackedCollator() if layout == "packed" else PaddedCollator(pad_token_id=0)
     trainer = make_trainer(model, collator, tmp_path)
@@ -69,7 +58,7 @@ def loss_and_grads(model, rows, tmp_path, layout):
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
 def test_trainer_takes_the_fused_head_with_the_same_loss_and_gradients(kind, layout, rows,
                                                                        tmp_path, monkeypatch):
-    model = lora_model(kind)
+    model = tiny_lora_model(kind)
     assert head_loss.fused_head_applies(model)
     calls = []
     real = head_loss._HeadCrossEntropy.apply
@@ -96,7 +85,7 @@ def test_trainer_takes_the_fused_head_with_the_same_loss_and_gradients(kind, lay
 def test_fused_head_only_where_the_head_is_a_plain_frozen_linear():
     tok = tiny_tokenizer()
     assert not head_loss.fused_head_applies(tiny_model("llama", tok))  # head still trainable
-    assert not head_loss.fused_head_applies(lora_model("gpt2"))  # not a known plain-head type
-    model = lora_model("llama")
+    assert not head_loss.fused_head_applies(tiny_lora_model("gpt2"))  # not a known plain-head type
+    model = tiny_lora_model("llama")
     model.get_output_embeddings().weight.requires_grad_(True)
     assert not head_loss.fused_head_applies(model)

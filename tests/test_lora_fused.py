@@ -2,22 +2,13 @@
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from tiny import tiny_lora_model, tiny_model, tiny_tokenizer
 
-from reasondistill.config import LoraConfig
-from reasondistill.lora import apply_lora
 from reasondistill.train.lora_fused import fused_lora_linears
 
 
 def lora_model(kind="llama", dropout=0.0, dtype=torch.float32):
-    model, _ = apply_lora(tiny_model(kind, tiny_tokenizer(), dtype=dtype),
-                          LoraConfig(r=4, alpha=12, dropout=dropout,
-                                     families=["attention", "mlp"]))
-    for name, param in model.named_parameters():  # B starts at zero: make the update visible
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.05)
-    model.eval()  # no model dropout (GPT-2 has some): both paths see the same network
-    return model
+    return tiny_lora_model(kind, alpha=12, dropout=dropout, b_std=0.05, dtype=dtype)
 
 
 def loss_and_grads(model, ids, autocast=False):

@@ -126,3 +126,20 @@ def tiny_model(kind: str, tokenizer, *, seed: int = 0, dtype: torch.dtype = torc
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(kind, tokenizer), dtype=dtype)
     return model.eval()
+
+
+def tiny_lora_model(kind: str = "llama", *, alpha: int = 8, dropout: float = 0.0,
+                    b_std: float = 0.02, dtype: torch.dtype = torch.float32):
+    """A tiny model of ``kind`` with rank-4 LoRA on attention and MLP, in eval mode (no model
+    dropout: GPT-2 has some). LoRA's B starts at zero, which would hide the update and give A
+    no gradient, so it is drawn from N(0, ``b_std``)."""
+    from reasondistill.config import LoraConfig
+    from reasondistill.lora import apply_lora
+
+    model, _ = apply_lora(tiny_model(kind, tiny_tokenizer(), dtype=dtype),
+                          LoraConfig(r=4, alpha=alpha, dropout=dropout,
+                                     families=["attention", "mlp"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=b_std)
+    return model.eval()
