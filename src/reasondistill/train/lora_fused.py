@@ -51,15 +51,20 @@ def _single_plain_adapter(module) -> str | None:
 
 def _fused_forward(module, x, *args, **kwargs):
     name = _single_plain_adapter(module)
-    weight_a = module.lora_A[name].weight if name is not None else None
-    autocast = torch.is_autocast_enabled(x.device.type)
-    if (name is None or args or kwargs
-            or not (autocast or x.dtype == weight_a.dtype == module.lora_B[name].weight.dtype)):
+    if name is None or args or kwargs or not _addmm_dtypes_match(module, name, x):
         return type(module).forward(module, x, *args, **kwargs)
     base = module.base_layer(x)
-    if not autocast and base.dtype != x.dtype:
-        return type(module).forward(module, x, *args, **kwargs)
-    down = torch.nn.functional.linear(x, weight_a)
+    down = torch.nn.functional.linear(x, module.lora_A[name].weight)
     out = torch.addmm(base.reshape(-1, base.shape[-1]), down.reshape(-1, down.shape[-1]),
                       module.lora_B[name].weight.t(), alpha=module.scaling[name])
     return out.view(base.shape)
+
+
+def _addmm_dtypes_match(module, name: str, x: torch.Tensor) -> bool:
+    """Under autocast every matmul input is cast alike; otherwise the input, the base weight
+    and both adapter weights must share one dtype (PEFT's forward casts between them)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return True
+    base_weight = getattr(module.get_base_layer(), "weight", None)
+    dtypes = {x.dtype, module.lora_A[name].weight.dtype, module.lora_B[name].weight.dtype}
+    return base_weight is not None and dtypes == {base_weight.dtype}
