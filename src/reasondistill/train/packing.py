@@ -26,25 +26,27 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from reasondistill.errors import ReasondistillError
+from reasondistill.train.lean_layers import softmax_to
 
 PACKED_ATTENTION = "reasondistill_packed_sdpa"
 
-_segments: contextvars.ContextVar[Sequence[tuple[int, int]] | None] = contextvars.ContextVar(
-    "packed_segments", default=None)
+_lengths: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "packed_lengths", default=None)
 _calls = contextvars.ContextVar("packed_calls", default=None)
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, *args, **kwargs):
     """SDPA per packed sequence (``query``: ``[batch, heads, tokens, dim]``)."""
-    segments = _segments.get()
-    if segments is None:  # not inside a packed forward: plain SDPA (e.g. evaluation)
+    lengths = _lengths.get()
+    if lengths is None:  # not inside a packed forward: plain SDPA (e.g. evaluation)
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
     counter = _calls.get()
     if counter is not None:
         counter[0] += 1
+    # split, not slice: the backward then concatenates the per-sequence gradients once
+    # instead of adding each into a zero tensor the size of the whole row
     outputs = []
-    for start, end in segments:
-        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+    for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2)):
         if explicit_attention_applies(module, q, kwargs):
             outputs.append(explicit_causal_attention(module, q, k, v, **kwargs))
         else:
@@ -84,8 +86,7 @@ def explicit_causal_attention(module, query, key, value, *, dropout: float = 0.0
     keys = key.reshape(batch * kv_heads, n, dim)
     scores = torch.baddbmm(causal_bias(n, groups, query.dtype, query.device), stacked,
                            keys.transpose(1, 2), alpha=scaling)
-    softmax_dtype = torch.promote_types(query.dtype, torch.float32)  # at least float32
-    weights = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
+    weights = softmax_to(scores, query.dtype)  # float32 softmax, kept only in query's dtype
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     out = torch.bmm(weights, value.reshape(batch * kv_heads, n, dim))
     return out.view(batch, heads, n, dim).transpose(1, 2).contiguous()
@@ -102,24 +103,16 @@ def causal_bias(n: int, groups: int, dtype: torch.dtype, device: torch.device) -
 AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
 
 
-def segments_from_lengths(lengths: Sequence[int]) -> list[tuple[int, int]]:
-    bounds, start = [], 0
-    for n in lengths:
-        bounds.append((start, start + n))
-        start += n
-    return bounds
-
-
 @contextlib.contextmanager
 def packed_forward(lengths: Sequence[int]):
     """Run a forward pass over a packed row of sequences of these ``lengths``."""
     counter = [0]
-    segments_token = _segments.set(segments_from_lengths(lengths))
+    lengths_token = _lengths.set([int(n) for n in lengths])
     calls_token = _calls.set(counter)
     try:
         yield
     finally:
-        _segments.reset(segments_token)
+        _lengths.reset(lengths_token)
         _calls.reset(calls_token)
     if counter[0] == 0:
         raise ReasondistillError(

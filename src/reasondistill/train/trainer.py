@@ -71,11 +71,13 @@ class DistillTrainer(Trainer):
         cast of each LoRA input to the adapter's float32 is switched off: autocast casts it
         straight back to bf16 for the matmul, so the cast only copied every activation twice
         (bf16 → fp32 → bf16 is exact; same numbers). Plain LoRA linears add their update
-        inside one ``addmm`` (:mod:`.lora_fused`).
+        inside one ``addmm`` (:mod:`.lora_fused`). Llama-style RMSNorms keep less for the
+        backward pass (:mod:`.lean_layers`).
         """
         from peft.helpers import disable_input_dtype_casting
 
         from reasondistill.train.collate import PackedCollator
+        from reasondistill.train.lean_layers import lean_norms
         from reasondistill.train.lora_fused import fused_lora_linears
         from reasondistill.train.packing import packed_attention
 
@@ -86,6 +88,7 @@ class DistillTrainer(Trainer):
             if self.args.bf16:
                 stack.enter_context(disable_input_dtype_casting(model))
             stack.enter_context(fused_lora_linears(model))
+            stack.enter_context(lean_norms(model))
             yield
 
     def training_step(self, model, inputs, num_items_in_batch=None):
