@@ -2,8 +2,8 @@
 
 Runs reasondistill's contender of ``train_throughput.py`` (same model, rows, LoRA, batch and
 settings) and prints, for every optimizer step, its wall time, packed tokens and tokens/s,
-the minor page faults and the kernel (system) CPU time it cost, and the process's peak RSS
-after it. On a VM, memory a process touches for the first time is expensive; this shows how
+its MFU (``train_throughput.py``'s FLOP count and matmul peak), the minor page faults and
+the kernel (system) CPU time it cost, and the process's peak RSS after it. On a VM, memory a process touches for the first time is expensive; this shows how
 much of a short run goes to that (the first step, and any step that needs more memory than
 the run has held so far) against steps that reuse what is already there.
 
@@ -33,12 +33,14 @@ def main(argv=None) -> None:
     bench_args = train_throughput.parse_args(rest)
     torch.set_num_threads(args.threads)
 
-    tokens, steps = [], []
+    tokens, lengths, supervised, steps = [], [], [], []
     real_call = collate.PackedCollator.__call__
 
     def counting_call(self, features):
         batch = real_call(self, features)
         tokens.append(int(batch["input_ids"].shape[-1]))
+        lengths.append(batch["sequence_lengths"].tolist())
+        supervised.append(int((batch["labels"] != -100).sum()))
         return batch
 
     class StepMeter(TrainerCallback):
@@ -63,23 +65,29 @@ def main(argv=None) -> None:
     train_throughput.timed_train = metered_train
     with tempfile.TemporaryDirectory() as out_dir:
         row = train_throughput.run_reasondistill(bench_args, Path(out_dir))
-    # the data loader fetches one batch ahead, so its token counts line up with steps in order
-    print(f"\n{'step':>4}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'faults':>9}"
+    peak = train_throughput.matmul_peak_flops()
+    # the data loader fetches one batch ahead, so its batches line up with the steps in order
+    print(f"\nbf16 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'step':>4}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'MFU':>7}{'faults':>9}"
           f"{'fault MiB':>11}{'system s':>10}{'user s':>8}{'peak RSS MB':>13}")
-    for index, (step, n) in enumerate(zip(steps, tokens), start=1):
-        print(f"{index:>4}{n:>8}{step['seconds']:>9.2f}{n / step['seconds']:>10.0f}"
-              f"{step['faults']:>9}{step['faults'] * 4 / 1024:>11.0f}{step['system_s']:>10.2f}"
-              f"{step['user_s']:>8.2f}{step['rss_mb']:>13.0f}")
-    quiet = [(s, n) for s, n in zip(steps, tokens) if s["faults"] < 5000]
+    for index, step in enumerate(steps):
+        n = tokens[index]
+        mfu = (train_throughput.model_flops(lengths[index], [supervised[index]])
+               / step["seconds"] / peak)
+        print(f"{index + 1:>4}{n:>8}{step['seconds']:>9.2f}{n / step['seconds']:>10.0f}"
+              f"{mfu:>7.1%}{step['faults']:>9}{step['faults'] * 4 / 1024:>11.0f}"
+              f"{step['system_s']:>10.2f}{step['user_s']:>8.2f}{step['rss_mb']:>13.0f}")
     total = sum(s["seconds"] for s in steps)
+    faulted = sum(s["faults"] for s in steps) * 4 / 1024
+    system = sum(s["system_s"] for s in steps)
+    cpu = system + sum(s["user_s"] for s in steps)
     print(f"\nall {len(steps)} steps: {sum(tokens) / total:.0f} tokens/s over {total:.1f} s "
-          f"(train() took {row['seconds']:.1f} s)")
-    if quiet:
-        rate = sum(n for _, n in quiet) / sum(s["seconds"] for s, _ in quiet)
-        print(f"the {len(quiet)} steps that touched no new memory (< 5,000 faults): "
-              f"{rate:.0f} tokens/s; at that rate the run would take "
-              f"{sum(tokens) / rate:.1f} s")
-
+          f"(train() took {row['seconds']:.1f} s); {faulted:,.0f} MiB faulted in, "
+          f"{system:.1f} s of kernel time = {system / cpu:.0%} of the steps' CPU time")
+    later = steps[1:]
+    rate = sum(tokens[1:]) / sum(s["seconds"] for s in later)
+    print(f"steps 2-{len(steps)}: {rate:.0f} tokens/s; step 1 took {steps[0]['seconds']:.1f} s, "
+          f"{steps[0]['seconds'] - tokens[0] / rate:.1f} s more than at that rate")
 
 if __name__ == "__main__":
     main()
