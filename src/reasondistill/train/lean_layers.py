@@ -1,18 +1,19 @@
 """RMSNorm and attention softmax that keep less for the backward pass.
 
 Autograd keeps, for a Llama-style RMSNorm, a float32 copy of its input, and for eager
-attention under bf16, the float32 softmax beside its bf16 cast. On SmolLM2 that is about a
-third of a step's saved activations (``benchmarks/lean_layers.py`` measures it). On a CPU
-the memory is not free: every new gigabyte is page-faulted in (a second or more per GiB on
-a VM) and every saved byte is written and read back.
+attention under bf16, the float32 softmax beside its bf16 cast. Keeping neither saves 29% of
+the bytes a SmolLM2 step keeps for its backward pass (``benchmarks/lean_layers.py``). On a
+CPU the memory is not free: memory a process touches for the first time is page-faulted in
+(about a second per GiB on this project's VM, ``benchmarks/train_steps.py``) and every saved
+byte is written and read back.
 
 These functions compute exactly the forward they stand in for and keep only what the
 backward needs: the norm's input in its own dtype and one float32 scale per row; the
 probabilities in their output dtype (the softmax backward accumulates in float32 from them
 — the only place numbers may differ, by the rounding of the probabilities).
 
-(Recomputing the MLP's SiLU instead of keeping it was tried too: it saves another tenth of
-the activations but costs more time than it saves, so the MLP keeps its own forward.)
+(Recomputing the MLP's SiLU in the backward instead of keeping it was tried too; on this
+CPU it cost more time than the smaller footprint saved, so the MLP keeps its own forward.)
 
 :func:`lean_norms` swaps the norm in, as an instance attribute for the duration of
 training, on the norms whose class is one of the known Llama-style ones below (the same
@@ -22,10 +23,11 @@ forward as ``LlamaRMSNorm``, checked class by class); anything else keeps its ow
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 
 import torch
+
+from reasondistill.train.forward_swap import swapped_forwards
 
 # model type → (its modeling module, its RMSNorm class), whose forward is LlamaRMSNorm's.
 LLAMA_STYLE_NORMS = {
@@ -43,15 +45,10 @@ def lean_norms(model):
     """Inside, the Llama-style RMSNorms of ``model`` keep less for the backward pass.
     Yields the number of norms switched."""
     norm_class = _known_norm_class(model)
-    patched = [module for module in model.modules()
-               if norm_class is not None and type(module) is norm_class]
-    for module in patched:
-        module.forward = functools.partial(_norm_forward, module)
-    try:
-        yield len(patched)
-    finally:
-        for module in patched:
-            del module.forward
+    norms = [module for module in model.modules()
+             if norm_class is not None and type(module) is norm_class]
+    with swapped_forwards(norms, _norm_forward) as count:
+        yield count
 
 
 def _known_norm_class(model):

@@ -16,9 +16,10 @@ removed on exit, so saved adapters, merging and evaluation never see it.
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
+
+from reasondistill.train.forward_swap import swapped_forwards
 
 
 @contextlib.contextmanager
@@ -26,15 +27,10 @@ def fused_lora_linears(model):
     """Inside, the plain LoRA linears of ``model`` add their update with one ``addmm``."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
-    patched = [module for module in model.modules()
-               if isinstance(module, LoraLinear) and _single_plain_adapter(module) is not None]
-    for module in patched:
-        module.forward = functools.partial(_fused_forward, module)
-    try:
-        yield len(patched)
-    finally:
-        for module in patched:
-            del module.forward
+    plain = [module for module in model.modules()
+             if isinstance(module, LoraLinear) and _single_plain_adapter(module) is not None]
+    with swapped_forwards(plain, _fused_forward) as count:
+        yield count
 
 
 def _single_plain_adapter(module) -> str | None:
