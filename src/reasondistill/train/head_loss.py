@@ -20,6 +20,8 @@ import contextlib
 
 import torch
 
+from reasondistill.train.forward_swap import swapped_forwards
+
 # Model types whose causal-LM forward is exactly ``lm_head(hidden_states[:, keep])``.
 PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_moe",
                                     "qwen2_moe"})
@@ -46,14 +48,11 @@ def head_returns_hidden_states(model):
     the final hidden states at the kept positions. The forward still goes through the
     outermost (DDP / PEFT) wrapper, so gradient synchronisation is untouched."""
     head = model.get_output_embeddings()
-    head.forward = _identity
-    try:
+    with swapped_forwards([head], _pass_through):
         yield head
-    finally:
-        del head.forward
 
 
-def _identity(hidden_states):
+def _pass_through(head, hidden_states):
     return hidden_states
 
 
