@@ -118,7 +118,9 @@ def run_reasondistill(args, out_dir):
     trainer = DistillTrainer(
         model=model, args=TrainingArguments(**training_kwargs(args, out_dir)),
         train_dataset=dataset, data_collator=PackedCollator(), processing_class=tok,
-        sampler=OrderedSampler(["gsm8k"] * len(rows), args.batch, seed=0, stratify=False),
+        # as `reasondistill train` orders rows by default (train.largest_batch_first)
+        sampler=OrderedSampler(["gsm8k"] * len(rows), args.batch, seed=0, stratify=False,
+                               lengths=[len(r.input_ids) for r in rows]),
         neftune_alpha=5.0,
     )
     return timed_train(trainer, [len(r.input_ids) for r in rows],

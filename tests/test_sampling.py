@@ -8,7 +8,12 @@ from collections import Counter
 
 import pytest
 
-from reasondistill.data.sampling import OrderedSampler, shuffled_order, stratified_order
+from reasondistill.data.sampling import (
+    OrderedSampler,
+    largest_batch_first,
+    shuffled_order,
+    stratified_order,
+)
 
 
 def blocks(order: list[int], size: int) -> list[list[int]]:
@@ -112,3 +117,61 @@ def test_ordered_sampler_follows_the_epoch():
     assert list(plain) == shuffled_order(40, 9, 1)
     with pytest.raises(ValueError):
         OrderedSampler(types, batch_size=0, seed=0)
+
+
+def micro_cost(order, lengths, start, size, padded=False):
+    rows = [lengths[i] for i in order[start:start + size]]
+    return len(rows) * max(rows) if padded else sum(rows)
+
+
+def test_largest_batch_first_moves_whole_blocks_and_leads_with_the_costliest_micro_batch():
+    rng = random.Random(11)
+    for trial in range(300):
+        micro = rng.randint(1, 4)
+        block = micro * rng.randint(1, 4)
+        n = rng.randint(0, 60)
+        lengths = [rng.randint(1, 500) for _ in range(n)]
+        padded = trial % 2 == 1
+        order = shuffled_order(n, seed=trial)
+        moved = largest_batch_first(order, lengths, block, micro, padded=padded)
+        assert sorted(moved) == list(range(n))
+        full = n - n % block
+        assert moved[full:] == order[full:]  # a short last block stays last
+        before = [sorted(b) for b in blocks(order[:full], block)]
+        after = [sorted(b) for b in blocks(moved[:full], block)]
+        assert sorted(after) == sorted(before)  # blocks move whole
+        if full:
+            costs = [micro_cost(order, lengths, s, micro, padded) for s in range(0, full, micro)]
+            assert micro_cost(moved, lengths, 0, micro, padded) == max(costs)
+            assert after[1:] == [b for b in before if b != after[0]]  # the rest keep order
+
+
+def test_largest_batch_first_costs_packed_and_padded_batches_differently():
+    lengths = [10, 10, 10, 10, 30, 1, 1, 1]  # micro-batches of 4: packed 40 vs 33
+    order = list(range(8))
+    assert largest_batch_first(order, lengths, 4, 4) == order
+    assert largest_batch_first(order, lengths, 4, 4, padded=True)[:4] == [4, 5, 6, 7]  # 120
+    within = largest_batch_first(order, lengths, 8, 2)  # one block; [4, 5] costs 31
+    assert within == [4, 5, 0, 1, 2, 3, 6, 7]
+    with pytest.raises(ValueError, match="multiple"):
+        largest_batch_first(order, lengths, 6, 4)
+
+
+def test_ordered_sampler_with_lengths_keeps_the_balance_and_leads_with_the_largest_batch():
+    rng = random.Random(5)
+    types = [rng.choice("abc") for _ in range(90)]
+    lengths = [rng.randint(20, 400) for _ in types]
+    changed = 0
+    for epoch in range(4):
+        sampler = OrderedSampler(types, batch_size=8, seed=2, lengths=lengths,
+                                 micro_batch_size=4)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        plain = stratified_order(types, 8, 2, epoch)
+        changed += order != plain
+        assert not balance_violations(types, order, 8)
+        costs = [micro_cost(plain, lengths, s, 4) for s in range(0, 88, 4)]
+        assert micro_cost(order, lengths, 0, 4) == max(costs)
+    assert changed >= 3
+    with pytest.raises(ValueError, match="89 lengths for 90 rows"):
+        OrderedSampler(types, batch_size=8, seed=2, lengths=lengths[:-1])

@@ -146,3 +146,38 @@ def test_finished_run_is_not_overwritten_without_resume(tmp_path, tiny_model_dir
     run_training(cfg)
     with pytest.raises(ReasondistillError, match="--resume"):
         run_training(cfg)
+
+
+
+@pytest.mark.parametrize("largest_first", [True, False])
+def test_the_run_trains_its_costliest_micro_batch_first(tmp_path, tiny_model_dir, monkeypatch,
+                                                       largest_first):
+    from transformers import AutoTokenizer
+
+    from reasondistill.data.sampling import stratified_order
+    from reasondistill.prepare import prepare_data
+    from reasondistill.train import collate
+
+    cfg = make_config(tmp_path, tiny_model_dir, phases=["train"], train={"max_steps": 1},
+                      largest_batch_first=largest_first)
+    rows = [{"id": f"r{i}", "prompt": f"Count to {i}.", "answer": str(i), "type": "count",
+             "trace": "Counting: " + " ".join(str(k) for k in range(1 + (i * 7) % 23))}
+            for i in range(24)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = []
+    real_call = collate.PackedCollator.__call__
+
+    def recording_call(self, features):
+        seen.append(sum(len(f["input_ids"]) for f in features))
+        return real_call(self, features)
+
+    monkeypatch.setattr(collate.PackedCollator, "__call__", recording_call)
+    assert run_training(cfg)["phases"][0]["packed"]
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lengths = [len(r.input_ids)
+               for r in prepare_data(cfg.data, cfg.format, tok, progress=False).tokenized.rows]
+    assert len(lengths) == 24
+    plain = stratified_order(["count"] * 24, 8, seed=cfg.train.seed)  # 4 per device x 2
+    costs = [sum(lengths[i] for i in plain[start:start + 4]) for start in range(0, 24, 4)]
+    assert (seen[0] == max(costs)) is largest_first, (seen[0], costs)

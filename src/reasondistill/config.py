@@ -94,6 +94,7 @@ class TrainConfig(Section):
     phases: list[Literal["train", "nudge"]] = ["train"]
     hard_types: list[str] = []
     stratify: bool = True
+    largest_batch_first: bool = True  # each epoch's costliest micro-batch first (sampling.py)
     per_device_batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(2, ge=1)
     seed: int = 42

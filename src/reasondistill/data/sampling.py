@@ -13,7 +13,9 @@ proportional share ``m·c/N`` by less than one row. (tracedistill dealt rows int
 ``ceil(N/B)`` equal-ish slots, so when B does not divide N its slots drifted across the
 trainer's batch boundaries.)
 
-Each epoch gets its own deterministic order (``seed``, ``epoch``). Pure standard library.
+Each epoch gets its own deterministic order (``seed``, ``epoch``). Given the rows' lengths,
+:func:`largest_batch_first` then moves the epoch's most expensive micro-batch to the front
+(whole blocks move, so the guarantee above is untouched). Pure standard library.
 """
 
 from __future__ import annotations
@@ -104,17 +106,62 @@ def _rng(seed: int, epoch: int) -> random.Random:
     return random.Random(f"reasondistill-order/{seed}/{epoch}")
 
 
+def largest_batch_first(order: Sequence[int], lengths: Sequence[int], block_size: int,
+                        micro_batch_size: int, *, padded: bool = False) -> list[int]:
+    """``order`` with its most expensive micro-batch first.
+
+    Why: a step's memory grows with its tokens, and memory a process touches for the first
+    time is slow to get (page faults; on a small VM, seconds per GiB), while memory it has
+    already held is reused for free. Met first, the largest batch makes the process's peak in
+    step 1 and every later step fits in it; met late, each new largest batch grows the heap
+    again. A run that cannot fit also fails in its first step instead of hours in (the reason
+    transformers' ``LengthGroupedSampler`` puts its longest batch first).
+
+    Cost of a micro-batch (``micro_batch_size`` consecutive rows): its tokens when packed,
+    rows × longest row when ``padded``. The full ``block_size`` block (the effective batch)
+    holding the costliest micro-batch moves to the front, and that micro-batch to the front of
+    its block; blocks are moved whole, so their composition and alignment with the trainer's
+    batches are unchanged, and a short last block stays last. Ties keep the earliest.
+    """
+    if block_size % micro_batch_size:
+        raise ValueError(f"block_size {block_size} is not a multiple of micro_batch_size "
+                         f"{micro_batch_size}")
+    order = list(order)
+    full = len(order) - len(order) % block_size
+
+    def cost(start: int) -> int:
+        rows = [lengths[i] for i in order[start:start + micro_batch_size]]
+        return len(rows) * max(rows) if padded else sum(rows)
+
+    if full == 0:
+        return order
+    costliest = max(range(0, full, micro_batch_size), key=cost)
+    block = costliest - costliest % block_size
+    members = order[block:block + block_size]
+    offset = costliest - block
+    lead = members[offset:offset + micro_batch_size]
+    members = lead + members[:offset] + members[offset + micro_batch_size:]
+    return members + order[:block] + order[block + block_size:]
+
+
 class OrderedSampler:
     """A DataLoader sampler (any object with ``__iter__``/``__len__`` works; no torch here)
     that yields the current epoch's order. The trainer calls :meth:`set_epoch` each epoch,
-    and a resumed run re-creates exactly the order it was interrupted in."""
+    and a resumed run re-creates exactly the order it was interrupted in. With ``lengths``
+    (tokens per row), each epoch's order is passed through :func:`largest_batch_first`."""
 
     def __init__(self, types: Sequence[str], batch_size: int, seed: int, *,
-                 stratify: bool = True) -> None:
+                 stratify: bool = True, lengths: Sequence[int] | None = None,
+                 micro_batch_size: int | None = None, padded: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if lengths is not None and len(lengths) != len(types):
+            raise ValueError(f"{len(lengths)} lengths for {len(types)} rows")
         self.types = list(types)
         self.batch_size, self.seed, self.stratify = batch_size, seed, stratify
+        self.lengths = None if lengths is None else list(lengths)
+        self.micro_batch_size = micro_batch_size or batch_size
+        self.padded = padded
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -122,8 +169,13 @@ class OrderedSampler:
 
     def order(self) -> list[int]:
         if self.stratify:
-            return stratified_order(self.types, self.batch_size, self.seed, self.epoch)
-        return shuffled_order(len(self.types), self.seed, self.epoch)
+            order = stratified_order(self.types, self.batch_size, self.seed, self.epoch)
+        else:
+            order = shuffled_order(len(self.types), self.seed, self.epoch)
+        if self.lengths is None:
+            return order
+        return largest_batch_first(order, self.lengths, self.batch_size,
+                                   self.micro_batch_size, padded=self.padded)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order())

@@ -208,9 +208,13 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
     run_dir = Path(cfg.output_dir)
     dataset = [{"input_ids": rows_by_id[e.id].input_ids, "labels": rows_by_id[e.id].labels}
                for e in phase.examples]
-    sampler = OrderedSampler([e.type for e in phase.examples], effective_batch(cfg),
-                             seed=cfg.train.seed, stratify=cfg.train.stratify)
     packed = use_packing(cfg, model)
+    lengths = [len(row["input_ids"]) for row in dataset]
+    sampler = OrderedSampler([e.type for e in phase.examples], effective_batch(cfg),
+                             seed=cfg.train.seed, stratify=cfg.train.stratify,
+                             lengths=lengths if cfg.train.largest_batch_first else None,
+                             micro_batch_size=cfg.train.per_device_batch_size,
+                             padded=not packed)
     collator = PackedCollator() if packed else PaddedCollator(tokenizer.pad_token_id)
     checkpoint_dir = run_dir / "checkpoints" / phase.name
     trainer = DistillTrainer(
