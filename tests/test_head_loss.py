@@ -38,6 +38,37 @@ def test_chunked_head_loss_equals_full_logits_cross_entropy(chunk_rows, monkeypa
     torch.testing.assert_close(grad_ours, grad_expected)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kept_chunk_buffers_are_reused_and_change_nothing(dtype, monkeypatch):
+    torch.manual_seed(1)
+    vocab, dim, chunk = 40, 8, 4
+    monkeypatch.setattr(head_loss, "CHUNK_BYTES", chunk * 4 * vocab)
+    weight = torch.randn(vocab, dim, dtype=dtype)
+
+    def loss_and_grad(rows):
+        hidden = torch.randn(rows, dim, dtype=dtype, generator=torch.Generator().manual_seed(rows),
+                             requires_grad=True)
+        targets = torch.randint(0, vocab, (rows,), generator=torch.Generator().manual_seed(rows))
+        loss = head_loss.head_cross_entropy(hidden, weight, targets)
+        return (loss, *torch.autograd.grad(loss, hidden))
+
+    sizes = [10, 3, 7, 10]  # a short last chunk, fewer rows than a chunk, then as before
+    fresh = [loss_and_grad(rows) for rows in sizes]
+    def held():
+        return [(b.data_ptr(), tuple(b.shape)) for pair in head_loss._kept_buffers.get().values()
+                for b in pair]
+
+    with head_loss.kept_chunk_buffers():
+        kept = [loss_and_grad(rows) for rows in sizes[:2]]
+        first = held()
+        kept += [loss_and_grad(rows) for rows in sizes[2:]]
+        assert held() == first and [shape for _, shape in first] == [(chunk, vocab)] * 2
+    assert head_loss._kept_buffers.get() is None
+    for (loss, grad), (kept_loss, kept_grad) in zip(fresh, kept, strict=True):
+        assert torch.equal(loss, kept_loss) and torch.equal(grad, kept_grad)
+
+
 def loss_and_grads(model, rows, tmp_path, layout):
     collator = PackedCollator() if layout == "packed" else PaddedCollator(pad_token_id=0)
     trainer = make_trainer(model, collator, tmp_path)

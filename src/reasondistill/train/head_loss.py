@@ -17,6 +17,7 @@ the final hidden states and nothing else (no soft-capping or scaling of the logi
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import torch
 
@@ -66,21 +67,64 @@ def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor,
     return _HeadCrossEntropy.apply(hidden, weight, targets, rows)
 
 
+# While set (by :func:`kept_chunk_buffers`), a dict that keeps each chunk's buffers between
+# calls; otherwise every call allocates its own.
+_kept_buffers: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "reasondistill_head_buffers", default=None)
+
+
+@contextlib.contextmanager
+def kept_chunk_buffers():
+    """Inside, :func:`head_cross_entropy` reuses one set of chunk buffers (the chunk's logits
+    in the weight's dtype and its float32 log-probabilities, about 50 MiB at a 49k
+    vocabulary) from call to call, instead of allocating them each training step.
+
+    Why: the head runs when a step's memory is at its peak, so a fresh allocation there
+    often has to come from memory the process does not hold yet, and the allocator hands it
+    back after the step; on a VM each such page fault is expensive, every step."""
+    token = _kept_buffers.set({})
+    try:
+        yield
+    finally:
+        _kept_buffers.reset(token)
+
+
+def _chunk_buffers(chunk_rows: int, rows: int,
+                   weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Buffers for chunks of up to ``chunk_rows`` of ``rows`` rows: kept ones (full chunk
+    size) inside :func:`kept_chunk_buffers`, else fresh ones no larger than needed."""
+    kept = _kept_buffers.get()
+    shape = (chunk_rows if kept is not None else min(chunk_rows, rows), weight.shape[0])
+    key = (shape, weight.dtype, weight.device)
+    if kept is not None and key in kept:
+        return kept[key]
+    buffers = (torch.empty(shape, dtype=weight.dtype, device=weight.device),
+               torch.empty(shape, dtype=torch.float32, device=weight.device))
+    if kept is not None:
+        kept.clear()  # one set at a time: a new vocabulary or chunk size replaces it
+        kept[key] = buffers
+    return buffers
+
+
 class _HeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_rows):
         compute = weight.dtype
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        logits_buffer, scores_buffer = _chunk_buffers(chunk_rows, hidden.shape[0], weight)
         for start in range(0, hidden.shape[0], chunk_rows):
             part = hidden[start:start + chunk_rows].to(compute)
             target = targets[start:start + chunk_rows].unsqueeze(1)
-            log_probabilities = torch.log_softmax(part @ weight.T, dim=-1, dtype=torch.float32)
-            total -= log_probabilities.gather(1, target).sum()
-            probabilities = log_probabilities.exp_()  # the softmax, in place
-            probabilities.scatter_add_(1, target, torch.full_like(target, -1,
-                                                                  dtype=torch.float32))
-            grad_hidden[start:start + chunk_rows] = probabilities.to(compute) @ weight
+            logits, scores = logits_buffer[:len(part)], scores_buffer[:len(part)]
+            torch.mm(part, weight.T, out=logits)
+            scores.copy_(logits)
+            torch.log_softmax(scores, dim=-1, out=scores)  # in place, row by row
+            total -= scores.gather(1, target).sum()
+            scores.exp_()  # the softmax
+            scores.scatter_add_(1, target, torch.full_like(target, -1, dtype=torch.float32))
+            logits.copy_(scores)  # the logits' gradient, in the weight's dtype
+            grad_hidden[start:start + chunk_rows] = logits @ weight
         ctx.save_for_backward(grad_hidden)
         ctx.hidden_dtype = hidden.dtype
         return total

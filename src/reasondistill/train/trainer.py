@@ -27,6 +27,7 @@ from reasondistill.train.head_loss import (
     fused_head_applies,
     head_cross_entropy,
     head_returns_hidden_states,
+    kept_chunk_buffers,
 )
 
 
@@ -72,7 +73,8 @@ class DistillTrainer(Trainer):
         straight back to bf16 for the matmul, so the cast only copied every activation twice
         (bf16 → fp32 → bf16 is exact; same numbers). Plain LoRA linears add their update
         inside one ``addmm`` (:mod:`.lora_fused`). Llama-style RMSNorms keep less for the
-        backward pass (:mod:`.lean_layers`).
+        backward pass (:mod:`.lean_layers`). The fused head keeps its chunk buffers from step
+        to step (:func:`.head_loss.kept_chunk_buffers`).
         """
         from peft.helpers import disable_input_dtype_casting
 
@@ -89,6 +91,7 @@ class DistillTrainer(Trainer):
                 stack.enter_context(disable_input_dtype_casting(model))
             stack.enter_context(fused_lora_linears(model))
             stack.enter_context(lean_norms(model))
+            stack.enter_context(kept_chunk_buffers())
             yield
 
     def training_step(self, model, inputs, num_items_in_batch=None):
