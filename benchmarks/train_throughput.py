@@ -101,7 +101,8 @@ def training_kwargs(args, out_dir):
 
 
 def run_reasondistill(args, out_dir):
-    """Our trainer: packed rows, head only on supervised positions, per-sequence NEFTune."""
+    """Our trainer: packed rows, largest batch first, head only on supervised positions,
+    per-sequence NEFTune."""
     from transformers import TrainingArguments
 
     from reasondistill.data.format import FormatSpec
