@@ -318,10 +318,24 @@ def main(argv=None) -> None:
                      "per_device_batch": args.batch, "max_length": args.max_length,
                      "lora": f"r={args.rank} alpha={2 * args.rank} attention+mlp",
                      "lr": 2e-4, "neftune_alpha": 5.0, "epochs": 1,
-                     "threads": torch.get_num_threads(), "repeats": args.repeats},
+                     "threads": torch.get_num_threads(), "repeats": args.repeats,
+                     "versions": library_versions()},
     }
     atomic_write_json(args.out, summary)
     print(f"wrote {args.out}")
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that produced the numbers: an upgrade of any of them can move them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "peft", "trl", "accelerate", "tracedistill"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def median_run(rows: list[dict]) -> dict:
