@@ -69,14 +69,15 @@ def main(argv=None) -> None:
     # the data loader fetches one batch ahead, so its batches line up with the steps in order
     print(f"\nbf16 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
     print(f"{'step':>4}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'MFU':>7}{'faults':>9}"
-          f"{'fault MiB':>11}{'system s':>10}{'user s':>8}{'peak RSS MB':>13}")
+          f"{'fault MiB':>11}{'system s':>10}{'user s':>8}{'peak RSS MB':>13}{'longest':>9}")
     for index, step in enumerate(steps):
         n = tokens[index]
         mfu = (train_throughput.model_flops(lengths[index], [supervised[index]])
                / step["seconds"] / peak)
         print(f"{index + 1:>4}{n:>8}{step['seconds']:>9.2f}{n / step['seconds']:>10.0f}"
               f"{mfu:>7.1%}{step['faults']:>9}{step['faults'] * 4 / 1024:>11.0f}"
-              f"{step['system_s']:>10.2f}{step['user_s']:>8.2f}{step['rss_mb']:>13.0f}")
+              f"{step['system_s']:>10.2f}{step['user_s']:>8.2f}{step['rss_mb']:>13.0f}"
+              f"{max(lengths[index]):>9}")
     total = sum(s["seconds"] for s in steps)
     faulted = sum(s["faults"] for s in steps) * 4 / 1024
     system = sum(s["system_s"] for s in steps)
