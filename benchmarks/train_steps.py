@@ -7,7 +7,7 @@ the kernel (system) CPU time it cost, and the process's peak RSS after it. On a 
 much of a short run goes to that (the first step, and any step that needs more memory than
 the run has held so far) against steps that reuse what is already there.
 
-    python benchmarks/train_steps.py [--rows 64]
+    python benchmarks/train_steps.py [--rows 64] [--batch 4 --accumulation 2]
 """
 
 from __future__ import annotations
@@ -66,7 +66,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as out_dir:
         row = train_throughput.run_reasondistill(bench_args, Path(out_dir))
     peak = train_throughput.matmul_peak_flops()
-    # the data loader fetches one batch ahead, so its batches line up with the steps in order
+    # the data loader fetches one batch ahead, so its batches line up with the steps in order;
+    # with gradient accumulation, each step is that many micro-batches
+    per_step = bench_args.accumulation
+    tokens = [sum(tokens[i:i + per_step]) for i in range(0, len(tokens), per_step)]
+    lengths = [sum(lengths[i:i + per_step], []) for i in range(0, len(lengths), per_step)]
+    supervised = [sum(supervised[i:i + per_step]) for i in range(0, len(supervised), per_step)]
     print(f"\nbf16 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
     print(f"{'step':>4}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'MFU':>7}{'faults':>9}"
           f"{'fault MiB':>11}{'system s':>10}{'user s':>8}{'peak RSS MB':>13}{'longest':>9}")

@@ -44,6 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--gsm8k-dir", type=Path, default=REPO.parent / "shared/data/gsm8k")
     parser.add_argument("--rows", type=int, default=64, help="GSM8K train rows (one epoch)")
     parser.add_argument("--batch", type=int, default=8, help="per-device batch size")
+    parser.add_argument("--accumulation", type=int, default=1,
+                        help="gradient accumulation steps (optimizer batch = batch x this)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1,
@@ -91,7 +93,8 @@ def peft_config(args, plan):
 
 def training_kwargs(args, out_dir):
     return dict(output_dir=str(out_dir), per_device_train_batch_size=args.batch,
-                gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="linear",
+                gradient_accumulation_steps=args.accumulation, learning_rate=2e-4,
+                lr_scheduler_type="linear",
                 num_train_epochs=1, max_grad_norm=1e9, logging_steps=1000, save_strategy="no",
                 report_to="none", bf16=True, use_cpu=True, dataloader_num_workers=0,
                 seed=0, remove_unused_columns=False)
@@ -120,8 +123,9 @@ def run_reasondistill(args, out_dir):
         model=model, args=TrainingArguments(**training_kwargs(args, out_dir)),
         train_dataset=dataset, data_collator=PackedCollator(), processing_class=tok,
         # as `reasondistill train` orders rows by default (train.largest_batch_first)
-        sampler=OrderedSampler(["gsm8k"] * len(rows), args.batch, seed=0, stratify=False,
-                               lengths=[len(r.input_ids) for r in rows]),
+        sampler=OrderedSampler(["gsm8k"] * len(rows), args.batch * args.accumulation, seed=0,
+                               stratify=False, lengths=[len(r.input_ids) for r in rows],
+                               micro_batch_size=args.batch),
         neftune_alpha=5.0,
     )
     return timed_train(trainer, [len(r.input_ids) for r in rows],
@@ -171,7 +175,8 @@ def run_tracedistill(args, out_dir):
     plan = plan_lora_targets(model, ["attention", "mlp"], rank=args.rank)
     model = get_peft_model(model, peft_config(args, plan))
     phase = td.PhaseConfig.train(per_device_train_batch_size=args.batch,
-                                 gradient_accumulation_steps=1, logging_steps=1000)
+                                 gradient_accumulation_steps=args.accumulation,
+                                 logging_steps=1000)
     cfg = td.TwoPhaseConfig(hard_types=["x"], output_dir=str(out_dir),
                             max_length=args.max_length, seed=0, phase1=phase)
     records, types = td.build_records(frame, prompt_suffix=cfg.prompt_suffix)
@@ -282,7 +287,8 @@ def main(argv=None) -> None:
             with tempfile.NamedTemporaryFile(suffix=".json") as handle:
                 cmd = [sys.executable, __file__, "--contender", name, "--child-out",
                        handle.name, "--gsm8k-dir", str(args.gsm8k_dir), "--rows",
-                       str(args.rows), "--batch", str(args.batch), "--max-length",
+                       str(args.rows), "--batch", str(args.batch), "--accumulation",
+                       str(args.accumulation), "--max-length",
                        str(args.max_length), "--rank", str(args.rank)]
                 subprocess.run(cmd, check=True)
                 runs[name].append(json.loads(Path(handle.name).read_text()))
@@ -315,7 +321,8 @@ def main(argv=None) -> None:
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "settings": {"model": "SmolLM2-135M-Instruct (bf16 base, fp32 LoRA)",
                      "data": f"GSM8K train, first {args.rows} rows", "rows": args.rows,
-                     "per_device_batch": args.batch, "max_length": args.max_length,
+                     "per_device_batch": args.batch,
+                     "gradient_accumulation": args.accumulation, "max_length": args.max_length,
                      "lora": f"r={args.rank} alpha={2 * args.rank} attention+mlp",
                      "lr": 2e-4, "neftune_alpha": 5.0, "epochs": 1,
                      "threads": torch.get_num_threads(), "repeats": args.repeats,
