@@ -263,6 +263,12 @@ def ensure_embedded(name: str = "smollm2-135m") -> Path:
 
 # --------------------------------------------------------------------------- public loaders
 
+# transformers 5.25 turned hub kernels on by default: ``model.train()`` then "kernelizes" the
+# model, which fetches kernels from the Hub where it can and replaces module forwards — the
+# instance forwards our training speed-ups set included. We keep the stock forwards (and no
+# network access at run time); 5.24 and older read the same keyword, default off.
+NO_HUB_KERNELS = {"use_kernels": False}
+
 
 def load_model_config(cfg: ModelConfig):
     """The model's transformers config alone (no weights), for dry runs and meta models.
@@ -338,7 +344,7 @@ def load_model(cfg: ModelConfig, *, dtype: str | torch.dtype | None = None):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, revision=cfg.revision,
-            trust_remote_code=cfg.trust_remote_code,
+            trust_remote_code=cfg.trust_remote_code, **NO_HUB_KERNELS,
         )
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(cfg.name, error) from None

@@ -161,10 +161,20 @@ def _training_args(cfg: RunConfig, phase: PhaseSettings, checkpoint_dir: Path, b
         run_name=cfg.tracking.run_name or f"{Path(cfg.output_dir).name}-{phase.name}",
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
         ddp_find_unused_parameters=False,
         use_cpu=not _cuda_available(),
+        **_checkpointing_arg(TrainingArguments, cfg.train.gradient_checkpointing),
     )
+
+
+def _checkpointing_arg(arguments_class, enabled: bool) -> dict:
+    """Activation checkpointing under the name this transformers reads (5.25 renamed
+    ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on the old one)."""
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(arguments_class)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: enabled}
 
 
 def _cuda_available() -> bool:
