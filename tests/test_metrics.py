@@ -38,6 +38,29 @@ def test_score_prediction():
                                                "correct": False}
 
 
+def test_score_prediction_integer_tolerance():
+    assert score_prediction(OK.format("109045"), "109044")["correct"] is False
+    assert score_prediction(OK.format("109045"), "109044", integer_tolerance=True)["correct"]
+    assert score_prediction(OK.format("60 eggs"), "60 (eggs)")["correct"]
+
+
+def test_integer_tolerance_reaches_rows_and_settings():
+    from types import SimpleNamespace
+
+    from reasondistill.config import RunConfig
+    from reasondistill.data.example import Example
+    from reasondistill.evaluate.runner import eval_settings, prediction_row
+
+    cfg = RunConfig()
+    assert cfg.eval.integer_tolerance is False
+    assert eval_settings(cfg, "m", None, "data")["integer_tolerance"] is False
+    example = Example(id="1", prompt="p", answer="109044")
+    generation = SimpleNamespace(text=OK.format("109045"), n_generated_tokens=3,
+                                 truncated=False, confidence=None)
+    assert prediction_row(example, generation, rel_tol=1e-4)["correct"] is False
+    assert prediction_row(example, generation, rel_tol=1e-4, integer_tolerance=True)["correct"]
+
+
 def test_wilson_interval_known_values():
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-4)

@@ -115,6 +115,7 @@ class EvalConfig(Section):
     temperature: float = Field(0.0, ge=0.0)
     num_samples: int = Field(1, ge=1)
     rel_tol: float = Field(1e-4, ge=0.0)
+    integer_tolerance: bool = False  # True: whole numbers also match within rel_tol
     limit: int | None = Field(None, ge=1)
 
 

@@ -8,9 +8,18 @@ where a human grader would be:
   flagged ``"fallback"`` so format breakage is visible in the metrics.
 * **Comparison** depends on the *label's* kind (:func:`answer_kind`): strings (Roman
   numerals, bit strings, cipher words, option letters) must match exactly after whitespace
-  normalisation — ``00010101`` is not ``10101``; numbers match within a relative tolerance
-  after removing currency, thousands separators, percent signs and unit words; LaTeX goes to
-  ``math-verify``.
+  normalisation — ``00010101`` is not ``10101``; LaTeX goes to ``math-verify``; numbers are
+  compared by value after removing currency, thousands separators, percent signs and the
+  unit or words after them, on either side. Word-problem datasets (GSM8K, SVAMP, ASDiv,
+  MAWPS, AQuA) write labels such as ``60 (eggs)``, ``$5.00 per hour`` or ``100 m^2``, and a
+  model boxes ``60 eggs``; a grader reads all of those as the number.
+* **Whole numbers compare exactly** (``109045`` is not ``109044``, as in lm-eval's exact
+  match and ``math-verify``): the relative tolerance is there for rounded decimals, and at
+  1e-4 it would accept an off-by-one on any integer above 10,000. "Whole" means written as a
+  plain decimal with an integral value (``5``, ``1,250``, ``$5.00``; so ``5.0`` equals ``5``),
+  compared as Python integers so 20-digit labels stay exact. Fractions, scientific notation
+  and other decimals keep the tolerance, and ``integer_tolerance=True`` restores it for
+  whole numbers too.
 
 ``math-verify`` enforces its timeouts with ``signal.alarm``, which only works on the main
 thread. We switch those off and run every symbolic check on a short-lived daemon thread with
@@ -109,26 +118,40 @@ def follows_format(text: str) -> bool:
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _THOUSANDS = re.compile(r"^([+-]?)(\d{1,3}(?:,\d{3})+)(\.\d*)?$")
 _PLAIN = re.compile(rf"^{_NUMBER}$")
+_WHOLE = re.compile(r"^([+-]?\d+)(?:\.0*)?$")  # "5", "-1250", "5.00": no exponent, no fraction
 _SLASH_FRACTION = re.compile(rf"^({_NUMBER})\s*/\s*({_NUMBER})$")
 _TEX_FRACTION = re.compile(r"^([+-]?)\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}$")
 _TEX_FRACTION_SHORT = re.compile(r"^([+-]?)\\[dt]?frac(\d)(\d)$")  # \frac34
 _SCIENTIFIC = re.compile(rf"^({_NUMBER})\s*(?:\\times|\\cdot|×|\*)\s*10\^\{{?([+-]?\d+)\}}?$")
-# Unit words after a number: "12 cm", "5 apples", "3.5 km/h", "12cm", "30^\circ", "30°".
-# Glued to the number it takes 2+ letters, so "3x" is not read as 3.
+
+# What may follow a number without changing it: one or more unit pieces, read from the end.
+# A word ("cm", "km/h", "m²") holds no space, so a run of words splits one way only and the
+# repeated group cannot backtrack exponentially. Glued to the number a word or a word in
+# parentheses takes 2+ letters, so "3x" and "3(x)" stay math; a power ("m^2") only follows a
+# length unit, so "5 x^2" stays math too.
+_WORD = r"[A-Za-zµ][A-Za-zµ/.\-²³]*"
+_GLUED_WORD = r"[A-Za-zµ]{2,}[A-Za-zµ/.\-²³]*"
+_POWER_UNIT = r"(?:[kcdm]?m|in|ft|yd|mi|units?|[A-Za-z]+\s*/\s*s)\s*\^\s*\{?[23]\}?"
 _UNIT_SUFFIX = re.compile(
-    r"(?:\s*\^\{?\\circ\}?|\s*°"
-    r"|\s+[A-Za-zµ][A-Za-zµ/.\-²³ ]*"
-    r"|(?<=\d)[A-Za-zµ]{2,}[A-Za-zµ/.\-²³ ]*)$"
+    r"(?:\s*(?:\^\{?\\circ\}?|°)[CFK]?"  # 30^\circ, 30°, 30°C
+    rf"|\s+(?:{_POWER_UNIT}|{_WORD}|\(\s*{_WORD}(?:\s+{_WORD})*\s*\))"  # 5 hours, 60 (eggs)
+    rf"|(?<=\d)(?:{_POWER_UNIT}|{_GLUED_WORD}|\(\s*{_GLUED_WORD}(?:\s+{_WORD})*\s*\))"  # 12cm
+    rf"|(?<=\d)\s*/\s*{_GLUED_WORD}"  # $5.00/hour
+    r")+$"
 )
+_MAX_UNIT_TEXT = 200
 _TEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}")
+_MATH_WORDS = {"sqrt", "pi", "sin", "cos", "tan", "log", "ln", "exp", "inf", "oo"}
+_VARIABLES = {"x", "y", "z", "n", "i"}  # "5 x" is 5x, not 5 of a unit called x
 
 
 def _clean_numeric(text: str) -> str:
-    """Strip what surrounds a number without changing its value: ``$``, ``\\$``, ``%``,
+    """Strip what surrounds a number without changing its value: currency signs, ``%``,
     math-mode delimiters, LaTeX spacing, ``\\text{}`` wrappers, a trailing full stop."""
     s = text.strip().replace("−", "-").replace("\\!", "").replace("\\,", "").replace("\\ ", " ")
     s = _TEX_TEXT.sub(lambda m: " " + m.group(1) + " ", s)
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    s = re.sub("[€£¥₹]", "", s)
     s = s.replace("{,}", ",").replace("\\left", "").replace("\\right", "")
     s = s.strip()
     if s.endswith("."):
@@ -136,14 +159,32 @@ def _clean_numeric(text: str) -> str:
     return s
 
 
-def _plain_number(s: str) -> float | None:
+def _strip_units(s: str) -> str:
+    """``s`` without the unit words after its number (``60 (eggs)`` → ``60``), or unchanged
+    when there are none or they name a variable or a function (``5 x``, ``4 pi``). Text
+    longer than ``_MAX_UNIT_TEXT`` is not a number with units (and the end-anchored search
+    is quadratic in the length)."""
+    m = _UNIT_SUFFIX.search(s) if len(s) <= _MAX_UNIT_TEXT else None
+    if m is None:
+        return s
+    words = re.findall(r"[A-Za-z]+", m.group(0))
+    if any(word in _VARIABLES or word.lower() in _MATH_WORDS for word in words):
+        return s
+    return s[: m.start()]
+
+
+def _plain(s: str) -> str | None:
+    """``s`` in plain decimal notation (thousands separators dropped), or None."""
     s = s.strip()
     thousands = _THOUSANDS.match(s)
     if thousands:
         s = thousands.group(1) + thousands.group(2).replace(",", "") + (thousands.group(3) or "")
-    if _PLAIN.match(s):
-        return float(s)
-    return None
+    return s if _PLAIN.match(s) else None
+
+
+def _plain_number(s: str) -> float | None:
+    plain = _plain(s)
+    return None if plain is None else float(plain)
 
 
 def _value(s: str) -> float | None:
@@ -168,24 +209,39 @@ def _value(s: str) -> float | None:
     return None
 
 
-def parse_number(text: str) -> float | None:
-    """The numeric value of an answer, or None when it is not (just) a number.
+@dataclass(frozen=True)
+class _Number:
+    value: float
+    whole: int | None  # the exact value when written as a whole number ("1,250", "$5.00")
 
-    Accepts ``-1,234.5``, ``$12``, ``45%`` (read as 45), ``3/4``, ``\\frac{3}{4}``,
-    ``\\dfrac``, ``1.5 \\times 10^{3}``, ``12 cm``, ``30^\\circ`` and a trailing full stop.
-    Commas count only as thousands separators (``1,2`` is not a number).
-    """
+
+def _read_number(text: str) -> _Number | None:
     s = _clean_numeric(text)
     if not s:
         return None
     value = _value(s)
     if value is None:
-        without_units = _UNIT_SUFFIX.sub("", s)
+        without_units = _strip_units(s)
         if without_units != s:
-            value = _value(_clean_numeric(without_units))
+            s = _clean_numeric(without_units)
+            value = _value(s)
     if value is None or math.isnan(value) or math.isinf(value):
         return None
-    return value
+    plain = _plain(s)
+    whole = _WHOLE.match(plain) if plain is not None else None
+    return _Number(value, int(whole.group(1)) if whole else None)
+
+
+def parse_number(text: str) -> float | None:
+    """The numeric value of an answer, or None when it is not (just) a number.
+
+    Accepts ``-1,234.5``, ``$12``, ``45%`` (read as 45), ``3/4``, ``\\frac{3}{4}``,
+    ``\\dfrac``, ``1.5 \\times 10^{3}``, ``12 cm``, ``60 (eggs)``, ``$5.00 per hour``,
+    ``100 m^2``, ``30^\\circ`` and a trailing full stop. Commas count only as thousands
+    separators (``1,2`` is not a number).
+    """
+    number = _read_number(text)
+    return None if number is None else number.value
 
 
 def numbers_close(predicted: float, label: float, rel_tol: float) -> bool:
@@ -193,6 +249,14 @@ def numbers_close(predicted: float, label: float, rel_tol: float) -> bool:
     if label == 0:
         return abs(predicted) <= rel_tol
     return abs(predicted - label) <= rel_tol * abs(label)
+
+
+def _numbers_match(predicted: _Number, label: _Number, rel_tol: float,
+                   integer_tolerance: bool) -> bool:
+    """Whole numbers exactly (unless ``integer_tolerance``), anything else within rel_tol."""
+    if not integer_tolerance and predicted.whole is not None and label.whole is not None:
+        return predicted.whole == label.whole
+    return numbers_close(predicted.value, label.value, rel_tol)
 
 
 # --------------------------------------------------------------------------- kinds
@@ -204,8 +268,7 @@ _BIT_STRING = re.compile(r"^[01]{8,}$")
 _LATEX_MARK = re.compile(r"[\\^_{}=]")
 _MATH_CHARS = re.compile(r"^[\w\s+\-*/().,\[\]<>]+$")
 _MATH_OPERATOR = re.compile(r"[+\-*/()\[\]<>]")
-_COEFFICIENT = re.compile(r"\d[A-Za-z]\b")  # "3x"
-_MATH_WORDS = {"sqrt", "pi", "sin", "cos", "tan", "log", "ln", "exp", "inf", "oo"}
+_COEFFICIENT = re.compile(r"\d\s*[A-Za-z]")  # "3x", "5 x", "4 pi"
 
 
 def normalize_whitespace(text: str) -> str:
@@ -239,12 +302,15 @@ def answer_kind(label: str) -> Kind:
 
 
 def is_correct(predicted: str | None, label: str, *, rel_tol: float = 1e-4,
+               integer_tolerance: bool = False,
                timeout_s: float = SYMBOLIC_TIMEOUT_S) -> bool:
     """Does ``predicted`` answer ``label``? The label's :func:`answer_kind` picks the rule.
 
     Identical text (after whitespace normalisation) is always correct. Strings need exactly
-    that. Numbers are compared within ``rel_tol`` of the label; a prediction that is not a
-    plain number (``x = 5``, ``\\sqrt{4}``) goes on to the symbolic check. LaTeX labels are
+    that. Numbers (units and words after them ignored on both sides) are equal when both are
+    whole numbers with the same value, or else within ``rel_tol`` of the label;
+    ``integer_tolerance=True`` applies ``rel_tol`` to whole numbers too. A prediction that is
+    not a number (``x = 5``, ``\\sqrt{4}``) goes on to the symbolic check. LaTeX labels are
     compared with ``math-verify``; a check that exceeds ``timeout_s`` counts as wrong.
     """
     if predicted is None:
@@ -256,9 +322,9 @@ def is_correct(predicted: str | None, label: str, *, rel_tol: float = 1e-4,
     if kind == "string":
         return False
     if kind == "numeric":
-        value = parse_number(pred)
-        if value is not None:
-            return numbers_close(value, parse_number(gold), rel_tol)
+        number = _read_number(pred)
+        if number is not None:
+            return _numbers_match(number, _read_number(gold), rel_tol, integer_tolerance)
     elif "".join(pred.split()) == "".join(gold.split()):
         return True
     return symbolic_equal(pred, gold, timeout_s=timeout_s)

@@ -47,13 +47,15 @@ MAX_EXAMPLES = 3
 SNIPPET_CHARS = 200
 
 
-def score_prediction(output: str, label: str, *, rel_tol: float = 1e-4) -> dict[str, Any]:
+def score_prediction(output: str, label: str, *, rel_tol: float = 1e-4,
+                     integer_tolerance: bool = False) -> dict[str, Any]:
     """``{"predicted", "source", "correct"}`` for one generation, ready to merge into its row."""
     found = extract(output)
     return {
         "predicted": found.answer,
         "source": found.source,
-        "correct": is_correct(found.answer, label, rel_tol=rel_tol),
+        "correct": is_correct(found.answer, label, rel_tol=rel_tol,
+                              integer_tolerance=integer_tolerance),
     }
 
 

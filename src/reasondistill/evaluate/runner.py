@@ -147,13 +147,15 @@ def check_settings(out_dir: Path, settings: dict[str, Any], has_rows: bool) -> N
 
 
 def prediction_row(example: Example, generation, *, rel_tol: float,
+                   integer_tolerance: bool = False,
                    sample_index: int | None = None) -> dict[str, Any]:
     """One line of ``predictions.jsonl``."""
     from reasondistill.evaluate.metrics import score_prediction
 
     row = {"id": example.id, "type": example.type, "difficulty": example.difficulty,
            "label": example.answer, "prompt": example.prompt, "output": generation.text}
-    row.update(score_prediction(generation.text, example.answer, rel_tol=rel_tol))
+    row.update(score_prediction(generation.text, example.answer, rel_tol=rel_tol,
+                                integer_tolerance=integer_tolerance))
     row.update(n_generated_tokens=generation.n_generated_tokens,
                truncated=generation.truncated, confidence=generation.confidence)
     if sample_index is not None:
@@ -162,7 +164,8 @@ def prediction_row(example: Example, generation, *, rel_tol: float,
 
 
 def generate_rows(backend, examples: Sequence[Example], prompts: Sequence[str], log,
-                  *, rel_tol: float, samples: int, progress: bool = True) -> int:
+                  *, rel_tol: float, integer_tolerance: bool = False, samples: int,
+                  progress: bool = True) -> int:
     """Generate, score and append rows batch by batch; returns the tokens generated."""
     from tqdm.auto import tqdm
 
@@ -173,6 +176,7 @@ def generate_rows(backend, examples: Sequence[Example], prompts: Sequence[str], 
             for index, generations in batch:
                 for k, generation in enumerate(generations):
                     rows.append(prediction_row(examples[index], generation, rel_tol=rel_tol,
+                                               integer_tolerance=integer_tolerance,
                                                sample_index=k if samples > 1 else None))
                     tokens += generation.n_generated_tokens
             log.append(rows)
@@ -191,7 +195,8 @@ def eval_settings(cfg: RunConfig, model_name: str, adapter: str | None,
         "model": model_name, "adapter": str(Path(adapter).resolve()) if adapter else None,
         "data": source, "max_new_tokens": cfg.eval.max_new_tokens,
         "temperature": cfg.eval.temperature, "num_samples": cfg.eval.num_samples,
-        "rel_tol": cfg.eval.rel_tol, "format": cfg.format.model_dump(mode="json"),
+        "rel_tol": cfg.eval.rel_tol, "integer_tolerance": cfg.eval.integer_tolerance,
+        "format": cfg.format.model_dump(mode="json"),
     }
 
 
@@ -231,7 +236,8 @@ def run_eval(cfg: RunConfig, *, model_name: str | None = None, adapter: str | Pa
         spec = format_spec(cfg.format)
         prompts = [render_prompt(backend.tokenizer, e.prompt, spec,
                                  enable_thinking=cfg.format.enable_thinking) for e in todo]
-        generate_rows(backend, todo, prompts, log, rel_tol=cfg.eval.rel_tol, samples=samples,
+        generate_rows(backend, todo, prompts, log, rel_tol=cfg.eval.rel_tol,
+                      integer_tolerance=cfg.eval.integer_tolerance, samples=samples,
                       progress=progress)
     summary = summarize(log.rows())
     atomic_write_json(out_dir / SUMMARY, summary)
