@@ -119,6 +119,69 @@ class EvalConfig(Section):
     limit: int | None = Field(None, ge=1)
 
 
+class TeacherConfig(Section):
+    """Where the teacher's signal comes from (see ``reasondistill.distill.teacher``)."""
+
+    # self: the student's own base with a trained adapter, as a second PEFT adapter (no second
+    # copy of the weights); model: another model, frozen; cache: a `reasondistill cache` dir.
+    kind: Literal["self", "model"] = "self"
+    adapter: str | None = None  # self: the teacher adapter (an adapter or run directory)
+    name: str | None = None  # model: hub id or local directory
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    trust_remote_code: bool = False
+    cache: str | None = None  # a teacher cache directory; training reads it instead
+
+
+class LayerMapConfig(Section):
+    """Which student layer is pulled toward which teacher layer.
+
+    Index convention (both models): 0 = the embeddings, i = the output of block i, and
+    L (the number of blocks) = the final state, which transformers returns *after* the final
+    norm. ``last_k: K`` takes student blocks L-K .. L-1 (the last K before the final norm)
+    and maps each proportionally onto the teacher; ``pairs`` lists them explicitly;
+    ``student`` with ``proportional`` maps chosen student indices proportionally.
+    """
+
+    last_k: int | None = Field(5, ge=1)
+    pairs: list[tuple[int, int]] | None = None
+    student: list[int] | None = None  # with proportional teacher indices
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> LayerMapConfig:
+        if self.pairs is not None or self.student is not None:
+            if self.pairs is not None and self.student is not None:
+                raise ValueError("distill.layers: give either pairs or student, not both")
+            object.__setattr__(self, "last_k", None)
+        return self
+
+
+class KDConfig(Section):
+    """Logit distillation on completion tokens (same vocabulary)."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    temperature: float = Field(1.0, gt=0)
+    jsd_beta: float = Field(0.5, gt=0, lt=1)  # generalised JSD's mixing weight
+
+
+class DistillConfig(Section):
+    """Latent reasoning distillation: L = (1-α)·L_task + α·L_hidden + β·L_kd."""
+
+    enabled: bool = False
+    alpha: float = Field(0.1, ge=0.0, le=1.0)
+    beta: float = Field(0.0, ge=0.0)
+    teacher: TeacherConfig = TeacherConfig()
+    layers: LayerMapConfig = LayerMapConfig()
+    # same_sequence: teacher and student read the same text, every completion token aligned;
+    # answer_anchor: the teacher reads the full trace, the student its own (shorter) target;
+    # the token before the answer and the answer span are aligned by role.
+    tokens: Literal["same_sequence", "answer_anchor"] = "same_sequence"
+    normalize: Literal["none", "layernorm", "teacher_std"] = "layernorm"
+    distance: Literal["mse", "cosine", "smooth_l1"] = "mse"
+    projection: Literal["auto", "always"] = "auto"  # auto: only where hidden sizes differ
+    kd: KDConfig = KDConfig()
+    similarity_rows: int = Field(32, ge=0)  # held-out rows for layer similarity (0 = off)
+
+
 class TrackingConfig(Section):
     report_to: list[Literal["tensorboard", "wandb", "none"]] = ["none"]
     run_name: str | None = None
@@ -133,6 +196,21 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    distill: DistillConfig = DistillConfig()
+
+    @model_validator(mode="after")
+    def _distill_teacher_is_named(self) -> RunConfig:
+        d = self.distill
+        if not d.enabled:
+            return self
+        if d.teacher.cache is None:
+            if d.teacher.kind == "self" and not d.teacher.adapter:
+                raise ValueError("distill.teacher.kind is 'self' but distill.teacher.adapter is "
+                                 "not set; name the trained adapter (e.g. runs/demo/adapter)")
+            if d.teacher.kind == "model" and not d.teacher.name:
+                raise ValueError("distill.teacher.kind is 'model' but distill.teacher.name is "
+                                 "not set; give a hub id or a local model directory")
+        return self
 
     @model_validator(mode="after")
     def _nudge_needs_hard_types(self) -> RunConfig:

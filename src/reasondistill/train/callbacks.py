@@ -33,9 +33,10 @@ class MetricsJsonl(TrainerCallback):
         elapsed = max(now - (self._last_time or now), 1e-9)
         record = {"phase": self.phase, "step": state.global_step,
                   "epoch": round(state.epoch or 0.0, 4)}
-        for key in ("loss", "learning_rate", "grad_norm", "train_loss", "train_runtime"):
-            if key in logs:
-                record[key] = float(logs[key])
+        for key, value in logs.items():  # the objective's terms: loss_<term>, share_<term>
+            if key in ("loss", "learning_rate", "grad_norm", "train_loss", "train_runtime") or (
+                    key.startswith(("loss_", "share_"))):
+                record[key] = float(value)
         record["tokens_per_s"] = round((tokens - self._last_tokens) * world / elapsed, 1)
         record["tokens_seen"] = tokens * world
         self._last_time, self._last_tokens = now, tokens
@@ -43,3 +44,17 @@ class MetricsJsonl(TrainerCallback):
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+
+
+class SaveProjections(TrainerCallback):
+    """Writes the latent loss's learned projections into each Trainer checkpoint, so
+    ``--resume`` restores them with the adapter and the optimizer state."""
+
+    def __init__(self, projections) -> None:
+        self.projections = projections
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            self.projections.save(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")

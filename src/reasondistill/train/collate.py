@@ -79,3 +79,64 @@ def supports_packing(model) -> bool:
         return False
     return not any(any(marker in type(m).__name__.lower() for marker in ("mamba", "ssm", "rwkv"))
                    for m in model.modules())
+
+
+def packs_rows(collator) -> bool:
+    """Whether ``collator`` (or the one a :class:`DistillCollator` wraps) packs its rows."""
+    return isinstance(getattr(collator, "base", collator), PackedCollator)
+
+
+@dataclass
+class DistillCollator:
+    """A collator (packed or padded) plus what latent distillation needs per micro-batch.
+
+    Rows carry ``row``, their index into ``alignments`` (and ``teacher_rows``, the teacher's
+    own tokenization when it reads another text than the student). Adds flat indices into
+    the student's and the teacher's token grids for every aligned position, with the group
+    each belongs to (:mod:`reasondistill.distill.positions`), and ``row_index`` (for a cache).
+    """
+
+    base: PackedCollator | PaddedCollator
+    alignments: list
+    teacher_rows: list[dict] | None = None
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.base([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+        indices = [r["row"] for r in rows]
+        s_pos, s_grp, t_pos, t_grp = [], [], [], []
+        s_offsets = self._offsets([len(r["input_ids"]) for r in rows])
+        if self.teacher_rows is not None:
+            teacher = self.base([self.teacher_rows[i] for i in indices])
+            batch.update({f"teacher_{key}": value for key, value in teacher.items()
+                          if key not in ("labels", "position_seq_lengths")})
+            t_offsets = self._offsets([len(self.teacher_rows[i]["input_ids"]) for i in indices])
+        else:
+            t_offsets = s_offsets
+        groups = 0
+        for index, s_off, t_off in zip(indices, s_offsets, t_offsets):
+            a = self.alignments[index]
+            s_pos.extend(s_off + p for p in a.student_positions)
+            s_grp.extend(groups + g for g in a.student_groups)
+            t_pos.extend(t_off + p for p in a.teacher_positions)
+            t_grp.extend(groups + g for g in a.teacher_groups)
+            groups += a.n_groups
+        batch.update({
+            "align_student_positions": torch.tensor(s_pos, dtype=torch.long),
+            "align_student_groups": torch.tensor(s_grp, dtype=torch.long),
+            "align_teacher_positions": torch.tensor(t_pos, dtype=torch.long),
+            "align_teacher_groups": torch.tensor(t_grp, dtype=torch.long),
+            "align_groups": torch.tensor(groups),
+            "row_index": torch.tensor(indices, dtype=torch.long),
+        })
+        return batch
+
+    def _offsets(self, lengths: list[int]) -> list[int]:
+        """Where each row starts in the flattened ``[batch, tokens]`` grid."""
+        if isinstance(self.base, PackedCollator):
+            offsets, total = [], 0
+            for n in lengths:
+                offsets.append(total)
+                total += n
+            return offsets
+        longest = max(lengths)
+        return [i * longest for i in range(len(lengths))]

@@ -111,7 +111,7 @@ def packed_forward(lengths: Sequence[int]):
     calls_token = _calls.set(counter)
     try:
         yield
-    finally:
+    finally:  # an error inside propagates as itself (the check below runs on success only)
         _lengths.reset(lengths_token)
         _calls.reset(calls_token)
     if counter[0] == 0:

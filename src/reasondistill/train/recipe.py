@@ -25,6 +25,7 @@ from rich.table import Table
 
 from reasondistill.config import RunConfig, dump_config
 from reasondistill.data.example import Example
+from reasondistill.distill.projections import FILENAME as PROJECTIONS_FILE
 from reasondistill.errors import ReasondistillError
 from reasondistill.io import atomic_write_json, atomic_write_text
 from reasondistill.train.phases import PhaseSettings, resolve_phase
@@ -183,40 +184,59 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def latest_checkpoint(directory: Path) -> str | None:
+def latest_checkpoint(directory: Path, *, holding: str | None = None) -> str | None:
+    """The Trainer's newest checkpoint in ``directory`` (``get_last_checkpoint``); with
+    ``holding``, the newest one that also holds that file (a file our callback writes after
+    the Trainer's own save, which a kill could have cut off)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
     if not directory.is_dir():
         return None
-    checkpoints = [p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    if not checkpoints:
-        return None
-    return str(max(checkpoints, key=lambda p: int(p.name.split("-")[-1])))
+    newest = get_last_checkpoint(str(directory))
+    if newest is None or holding is None or (Path(newest) / holding).is_file():
+        return newest
+    steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in directory.glob(
+        f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[1].isdigit())
+    complete = [p for _, p in steps if (p / holding).is_file()]
+    return str(complete[-1]) if complete else None
 
 
 def save_adapter(model, target: Path) -> None:
     """Write the adapter into a temp dir, then swap it in, so a crash never leaves half."""
+    from reasondistill.distill.projections import attached
+
     temp = target.with_name(target.name + ".tmp")
     shutil.rmtree(temp, ignore_errors=True)
-    model.save_pretrained(str(temp))
+    # only the student's adapter (a self-teacher's adapter is loaded beside it)
+    model.save_pretrained(str(temp), selected_adapters=[model.active_adapter])
+    projections = attached(model)
+    if projections is not None:
+        projections.save(temp)
     shutil.rmtree(target, ignore_errors=True)
     temp.rename(target)
 
 
 def load_adapter_weights(model, adapter_dir: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import load_peft_weights, set_peft_model_state_dict
 
-    set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+    set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir), device="cpu"))
 
 
 def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: dict,
-              *, resume: bool, bf16: bool, console: Console, callbacks=()) -> dict:
+              *, resume: bool, bf16: bool, console: Console, callbacks=(),
+              distillation=None) -> dict:
     from reasondistill.data.sampling import OrderedSampler
-    from reasondistill.train.callbacks import MetricsJsonl
-    from reasondistill.train.collate import PackedCollator, PaddedCollator
+    from reasondistill.train.callbacks import MetricsJsonl, SaveProjections
+    from reasondistill.train.collate import DistillCollator, PackedCollator, PaddedCollator
     from reasondistill.train.trainer import DistillTrainer
 
     run_dir = Path(cfg.output_dir)
-    dataset = [{"input_ids": rows_by_id[e.id].input_ids, "labels": rows_by_id[e.id].labels}
+    index_of = {row_id: i for i, row_id in enumerate(rows_by_id)} if distillation else {}
+    if distillation:  # rows the teacher side could not align were dropped and counted
+        kept = set(distillation.kept)
+        phase = PhasePlan(phase.settings, [e for e in phase.examples if index_of[e.id] in kept])
+    dataset = [{"input_ids": rows_by_id[e.id].input_ids, "labels": rows_by_id[e.id].labels,
+                **({"row": index_of[e.id]} if distillation else {})}
                for e in phase.examples]
     packed = use_packing(cfg, model)
     lengths = [len(row["input_ids"]) for row in dataset]
@@ -226,18 +246,28 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
                              micro_batch_size=cfg.train.per_device_batch_size,
                              padded=not packed)
     collator = PackedCollator() if packed else PaddedCollator(tokenizer.pad_token_id)
+    if distillation:
+        collator = DistillCollator(collator, distillation.alignments, distillation.teacher_rows)
     checkpoint_dir = run_dir / "checkpoints" / phase.name
     trainer = DistillTrainer(
         model=model, args=_training_args(cfg, phase.settings, checkpoint_dir, bf16),
         train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
         sampler=sampler, neftune_alpha=phase.settings.neftune_noise_alpha,
+        objective=distillation.objective if distillation else None,
+        teacher=distillation.teacher if distillation else None,
     )
     trainer.add_callback(MetricsJsonl(run_dir / "metrics.jsonl", phase.name, trainer))
+    if distillation and distillation.projections.learned:
+        trainer.add_callback(SaveProjections(distillation.projections))
     for callback in callbacks:
         trainer.add_callback(callback)
-    checkpoint = latest_checkpoint(checkpoint_dir) if resume else None
+    learned = distillation is not None and distillation.projections.learned
+    checkpoint = (latest_checkpoint(checkpoint_dir, holding=PROJECTIONS_FILE if learned else None)
+                  if resume else None)
     if checkpoint:
         console.print(f"resuming phase {phase.name} from {checkpoint}")
+        if learned:
+            distillation.projections.load(Path(checkpoint))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.remove_neftune()
@@ -297,16 +327,28 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
     model, plan = apply_lora(model, cfg.lora)
     console.print(render_coverage_table(plan), soft_wrap=True, markup=False, highlight=False)
     rows_by_id = {e.id: row for e, row in zip(prepared.examples, prepared.tokenized.rows)}
+    distillation = None
+    if cfg.distill.enabled:
+        from reasondistill.distill.report import print_distillation_plan
+        from reasondistill.distill.setup import prepare_distillation
+
+        distillation = prepare_distillation(cfg.distill, cfg.format, model, tokenizer, prepared)
+        print_distillation_plan(distillation, console)
+        if main:
+            atomic_write_json(run_dir / "distill_plan.json", distillation.summary())
     summaries = []
     for index, phase in enumerate(phases):
         done = run_dir / phase_adapter(phase.name)
         if resume and (done / "adapter_config.json").exists():
             console.print(f"phase {phase.name} already finished; loading {done}")
             load_adapter_weights(model, done)
+            if distillation:
+                distillation.projections.load(done)
             continue
         console.rule(f"phase {index + 1}/{len(phases)}: {phase.name}")
         summary = run_phase(cfg, model, tokenizer, phase, rows_by_id, resume=resume,
-                            bf16=bf16, console=console, callbacks=callbacks)
+                            bf16=bf16, console=console, callbacks=callbacks,
+                            distillation=distillation)
         summaries.append(summary)
         if not summary["completed"]:
             console.print(f"[yellow]phase {phase.name} stopped at step {summary['steps']}[/]; "

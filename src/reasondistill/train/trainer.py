@@ -5,7 +5,9 @@
 - the training order comes from our sampler (type-stratified, epoch-aware, aligned with the
   effective batch), everything else — accumulation, mixed precision, checkpoints, resume,
   ``report_to``, ``accelerate launch`` — is the stock Trainer;
-- the loss is cross-entropy on completion tokens only, and the ``lm_head`` runs only at the
+- the loss is the objective's (:mod:`reasondistill.distill.objective`): cross-entropy on
+  completion tokens only, plus, with a teacher, the hidden-state and logit terms; the
+  teacher's signal comes from ``teacher.signal(batch)``; the ``lm_head`` runs only at the
   positions that predict one (``logits_to_keep`` as a boolean mask): on a 49k vocabulary
   that head is a fifth of the forward pass, and prompt tokens do not need it; where the head
   is a plain frozen linear, it is fused with the loss chunk by chunk (:mod:`.head_loss`), so
@@ -22,19 +24,25 @@ import math
 import torch
 from transformers import Trainer
 
+from reasondistill.distill.losses import StepTensors
+from reasondistill.distill.objective import Objective
 from reasondistill.tokenize import IGNORE_INDEX
 from reasondistill.train.head_loss import (
     fused_head_applies,
-    head_cross_entropy,
     head_returns_hidden_states,
     kept_chunk_buffers,
 )
 
 
 class DistillTrainer(Trainer):
-    def __init__(self, *args, sampler=None, neftune_alpha: float = 0.0, **kwargs):
+    def __init__(self, *args, sampler=None, neftune_alpha: float = 0.0, objective=None,
+                 teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.order_sampler = sampler
+        self.objective = objective or Objective((("ce", 1.0),), {})
+        self.teacher = teacher  # a reasondistill.distill teacher source, or None
+        self._term_sums: dict[str, float] = {}
+        self._term_micro_batches = 0
         self.neftune_alpha = neftune_alpha
         self.tokens_seen = 0
         # Our compute_loss normalises by the number of supervised tokens in the whole
@@ -78,14 +86,14 @@ class DistillTrainer(Trainer):
         """
         from peft.helpers import disable_input_dtype_casting
 
-        from reasondistill.train.collate import PackedCollator
+        from reasondistill.train.collate import packs_rows
         from reasondistill.train.lean_layers import lean_norms
         from reasondistill.train.lora_fused import fused_lora_linears
         from reasondistill.train.packing import packed_attention
 
         model = self.accelerator.unwrap_model(self.model)
         with contextlib.ExitStack() as stack:
-            if isinstance(self.data_collator, PackedCollator):
+            if packs_rows(self.data_collator):
                 stack.enter_context(packed_attention(model))
             if self.args.bf16:
                 stack.enter_context(disable_input_dtype_casting(model))
@@ -104,37 +112,87 @@ class DistillTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The objective's loss (:mod:`reasondistill.distill.objective`): the completion
+        cross-entropy alone for trace distillation, plus the teacher's terms when a teacher
+        is set. The teacher runs first, before NEFTune's noise is switched on for the step."""
         labels = inputs.pop("labels")
-        self._position_seq_lengths = inputs.pop("position_seq_lengths", None)
+        distill = {key: inputs.pop(key) for key in list(inputs)
+                   if key.startswith(("align_", "teacher_")) or key == "row_index"}
         # Position t predicts token t+1: keep the head only where that token is supervised.
         targets = labels[:, 1:]
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE_INDEX
-        supervised_targets = targets[keep[:, :-1]]
+        n_local = int(keep.sum())
+        denominator = float(num_items_in_batch) if num_items_in_batch is not None else max(n_local, 1)
+        step = StepTensors(targets=targets[keep[:, :-1]], denominator=denominator,
+                           share=n_local / denominator)
+        objective = self.objective
+        signal = None
+        if self.teacher is not None:
+            kept_positions = keep.reshape(-1).nonzero().squeeze(1)
+            signal = self.teacher.signal(
+                {**inputs, **distill}, final_positions=kept_positions if objective.needs("teacher_final") else None)
+        self._position_seq_lengths = inputs.pop("position_seq_lengths", None)
         unwrapped = self.accelerator.unwrap_model(model)
         # Sharded engines (FSDP, DeepSpeed ZeRO-3) gather the head's weight only inside its own
         # forward, so they keep the unfused path.
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
-        if not return_outputs and not sharded and fused_head_applies(unwrapped):
-            with head_returns_hidden_states(unwrapped) as head:
-                outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
-            hidden = outputs.logits.reshape(-1, outputs.logits.shape[-1])
-            loss = head_cross_entropy(hidden, head.weight, supervised_targets)
-        else:
-            outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
-            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
-            loss = torch.nn.functional.cross_entropy(logits, supervised_targets, reduction="sum")
+        fused = not return_outputs and not sharded and fused_head_applies(unwrapped)
+        needs_states = objective.needs("student_aligned") or (
+            objective.needs("final_hidden") and not fused)
+        head_context = head_returns_hidden_states(unwrapped) if fused else contextlib.nullcontext()
+        with head_context:
+            outputs = model(**inputs, logits_to_keep=keep, use_cache=False,
+                            **({"output_hidden_states": True} if needs_states else {}))
         self._position_seq_lengths = None
-        n_local = int(keep.sum())
-        if num_items_in_batch is None:
-            loss = loss / max(n_local, 1)
+        head = unwrapped.get_output_embeddings()
+        if fused:
+            step.final_hidden = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+            step.head_weight = head.weight
         else:
-            loss = loss / num_items_in_batch
-            if self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
+            step.logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+            if objective.needs("final_hidden"):
+                last = outputs.hidden_states[-1]
+                step.final_hidden = last.reshape(-1, last.shape[-1])[keep.reshape(-1)]
+                step.head_weight = head.weight
+        if signal is not None:
+            self._fill_alignment(step, outputs, distill, signal, unwrapped)
+        loss, values = objective(step)
+        for name, value in values.items():
+            self._term_sums[name] = self._term_sums.get(name, 0.0) + value
+        self._term_micro_batches += 1
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes
         mask = inputs.get("attention_mask")
         self.tokens_seen += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
         return (loss, outputs) if return_outputs else loss
+
+    def _fill_alignment(self, step, outputs, distill, signal, unwrapped) -> None:
+        """The student's pooled states at the aligned groups, projected into the teacher's
+        space, beside the teacher's."""
+        from reasondistill.distill.projections import attached
+        from reasondistill.distill.teacher import pool
+
+        projections = attached(unwrapped)
+        groups = int(distill["align_groups"])
+        states = outputs.hidden_states
+        for index, layer in enumerate(self.teacher.layer_map.student_layers):
+            pooled = pool(states[layer], distill["align_student_positions"],
+                          distill["align_student_groups"], groups)
+            step.student_aligned.append(projections(index, pooled) if projections is not None
+                                        else pooled)
+        step.teacher_aligned = signal.aligned
+        step.teacher_final, step.teacher_head_weight = signal.final, signal.head_weight
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """Adds each objective term's mean over the logging window (and its share of the
+        total) to the Trainer's log line, so metrics.jsonl and TensorBoard/W&B get them."""
+        if self._term_micro_batches and "loss" in logs:
+            steps = self._term_micro_batches / max(1, self.args.gradient_accumulation_steps)
+            means = {name: total / steps for name, total in self._term_sums.items()}
+            logs.update(self.objective.log_record(means))
+            self._term_sums, self._term_micro_batches = {}, 0
+        super().log(logs, *args, **kwargs)
 
     def remove_neftune(self) -> None:
         if self._neftune_handle is not None:

@@ -1,0 +1,92 @@
+"""Latent distillation end to end on tiny models: self-teacher, answer anchor, another model."""
+
+import json
+
+import pytest
+from test_train import make_config
+
+from reasondistill.config import parse_config
+from reasondistill.train.recipe import run_training
+
+
+@pytest.fixture(scope="module")
+def teacher_adapter(tmp_path_factory, tiny_model_dir):
+    """A trace-trained adapter on the tiny model (the self-teacher)."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = make_config(tmp, tiny_model_dir, phases=["train"], hard_types=[])
+    run_training(cfg)
+    return tmp / "run" / "adapter"
+
+
+@pytest.fixture(scope="module")
+def wider_teacher_dir(tmp_path_factory):
+    """A tiny Llama with another hidden size (48) and depth (3), same tokenizer."""
+    import transformers as tf
+    from tiny import tiny_config, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    config = tiny_config("llama", tok)
+    config.hidden_size, config.num_hidden_layers, config.intermediate_size = 48, 3, 96
+    path = tmp_path_factory.mktemp("wide-teacher")
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def latent_config(tmp_path, model_dir, distill, **format_):
+    base = make_config(tmp_path, model_dir, phases=["train"], hard_types=[])
+    raw = base.model_dump(mode="json", exclude_unset=True)
+    raw["distill"] = {"enabled": True, **distill}
+    raw["format"].update(format_)
+    raw["train"]["train"] = {"num_train_epochs": 2, "learning_rate": 3e-3}
+    return parse_config(raw)
+
+
+def logged(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if "loss" in json.loads(line)]
+
+
+def test_self_teacher_same_sequence_logs_every_term(tmp_path, tiny_model_dir, teacher_adapter):
+    cfg = latent_config(tmp_path, tiny_model_dir, {
+        "teacher": {"kind": "self", "adapter": str(teacher_adapter)},
+        "layers": {"last_k": 1}})
+    run_training(cfg)
+    records = logged(tmp_path / "run")
+    assert records and all({"loss_ce", "loss_hidden", "share_ce", "share_hidden"} <= set(r)
+                           for r in records)
+    assert all(0 < r["share_hidden"] < 1 for r in records)
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "run" / "adapter" / "teacher").exists()  # the student's alone
+
+
+def test_answer_anchor_with_an_answer_only_student(tmp_path, tiny_model_dir, teacher_adapter):
+    cfg = latent_config(tmp_path, tiny_model_dir, {
+        "teacher": {"kind": "self", "adapter": str(teacher_adapter)},
+        "tokens": "answer_anchor", "layers": {"pairs": [[1, 1], [2, 2]]}}, answer_only=True)
+    run_training(cfg)
+    plan = json.loads((tmp_path / "run" / "distill_plan.json").read_text())
+    assert plan["layer_map"] == [[1, 1], [2, 2]]
+    assert plan["projection"] is None
+    records = logged(tmp_path / "run")
+    assert all(r["loss_hidden"] > 0 for r in records)
+
+
+def test_a_teacher_of_another_size_trains_projections_and_lowers_both_terms(
+        tmp_path, tiny_model_dir, wider_teacher_dir):
+    cfg = latent_config(tmp_path, tiny_model_dir, {
+        "teacher": {"kind": "model", "name": str(wider_teacher_dir)}, "alpha": 0.5,
+        "layers": {"last_k": 1}})
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    raw["train"]["train"] = {"num_train_epochs": 6, "learning_rate": 1e-2}
+    cfg = parse_config(raw)
+    run_training(cfg)
+    run = tmp_path / "run"
+    plan = json.loads((run / "distill_plan.json").read_text())
+    assert plan["projection"] == [32, 48]
+    assert plan["layer_map"] == [[1, 2]]  # proportional: round(1 * (3-1)/(2-1)) = 2
+    assert (run / "adapter" / "projections.safetensors").is_file()
+    records = logged(run)
+    first, last = records[0], records[-1]
+    assert last["loss_hidden"] < first["loss_hidden"]
+    assert last["loss_ce"] < first["loss_ce"]
