@@ -277,6 +277,15 @@ def compactable_cache(model, max_cache_len: int) -> StaticCache | None:
     return cache if all(type(layer) is StaticLayer for layer in cache.layers) else None
 
 
+def cache_argument(model) -> str:
+    """The keyword that hands a KV cache to ``model`` and its ``generate``: transformers 5.25
+    renamed ``past_key_values`` to ``cache`` (the old name warns until 6.0)."""
+    import inspect
+
+    forward = type(model).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def prefill_in_groups(model, cache: StaticCache, input_ids: torch.Tensor, mask: torch.Tensor,
                       group_rows: int) -> None:
     """Fill ``cache`` with every prompt token but the last, ``group_rows`` rows at a time.
@@ -306,7 +315,7 @@ def prefill_in_groups(model, cache: StaticCache, input_ids: torch.Tensor, mask: 
         group_cache = DynamicCache()
         with torch.no_grad():
             model(input_ids=ids, attention_mask=group_mask, position_ids=positions,
-                  past_key_values=group_cache, use_cache=True, logits_to_keep=1)
+                  use_cache=True, logits_to_keep=1, **{cache_argument(model): group_cache})
         for layer, group_layer in zip(cache.layers, group_cache.layers):
             if not layer.is_initialized:
                 shape = (input_ids.shape[0], *group_layer.keys.shape[1:2], 1)
@@ -420,7 +429,7 @@ class TransformersBackend:
             config = copy.deepcopy(self.config)
             config.max_new_tokens = min(budget, self.chunk_tokens) if cache else budget
             recorder = ChosenTokenProbs(input_ids.shape[1])
-            extra = {"past_key_values": cache} if cache is not None else {}
+            extra = {cache_argument(self.model): cache} if cache is not None else {}
             sequences = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, generation_config=config,
                 stopping_criteria=StoppingCriteriaList([AnswerStop([rows[i] for i in live],
