@@ -1,4 +1,5 @@
-"""The command line: one command per stage (data, train, eval, report, export, puzzles, demo).
+"""The command line: one command per stage (data, cache, train, eval, report, export, puzzles,
+demo).
 
 Every command turns a :class:`ReasondistillError` into one red line on stderr and exit code 2;
 a traceback means a bug in reasondistill, never bad input.
@@ -94,6 +95,26 @@ def train_command(
         close_distributed(wait=False)  # a failed rank must not wait for the others
         raise
     close_distributed(wait=True)
+
+
+@command("cache")
+def cache_command(
+    config: Path = typer.Argument(..., help="YAML run config (its distill section)"),
+    set_: list[str] | None = SetOpt,
+    out_dir: Path | None = typer.Option(None, "--out", help="cache directory (default: "
+                                           "distill.teacher.cache, else <output_dir>/teacher-cache)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="rows per teacher "
+                                             "forward (default: train.per_device_batch_size)"),
+    shard_rows: int | None = typer.Option(None, "--shard-rows", min=1, help="rows per shard "
+                                             "(default: about 256 MB per shard)"),
+):
+    """Run the teacher once and store what latent distillation reads (resumable); train
+    with distill.teacher.cache: DIR to read it instead of running the teacher."""
+    from reasondistill.config import load_config
+    from reasondistill.distill.cache import write_cache
+
+    write_cache(load_config(config, set_), out_dir, console=out, batch_size=batch_size,
+                rows_per_shard=shard_rows)
 
 
 @command("eval")

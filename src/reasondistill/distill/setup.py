@@ -71,6 +71,25 @@ def teacher_token_rows(examples, tokenizer, format_cfg) -> tuple[dict, Counter]:
     return rows, drops
 
 
+def align_rows(tokens: str, format_cfg, prepared, teacher_tokenizer):
+    """``(alignments, teacher_rows, kept, drops)`` for the prepared rows in ``tokens`` mode:
+    per row its :class:`Alignment` (None where the teacher side dropped it), the teacher's own
+    rows (``answer_anchor`` only, else None), the indices that train and the drops."""
+    rows, examples = prepared.tokenized.rows, prepared.tokenized.examples
+    drops: Counter = Counter()
+    teacher_rows = None
+    if tokens == "same_sequence":
+        return [same_sequence(row) for row in rows], None, list(range(len(rows))), drops
+    by_id, drops = teacher_token_rows(examples, teacher_tokenizer, format_cfg)
+    kept = [i for i, e in enumerate(examples) if e.id in by_id]
+    alignments, teacher_rows = [None] * len(rows), [None] * len(rows)
+    for i in kept:
+        t_row = by_id[examples[i].id]
+        alignments[i] = answer_anchor(rows[i], t_row)
+        teacher_rows[i] = {"input_ids": t_row.input_ids, "labels": t_row.labels}
+    return alignments, teacher_rows, kept, drops
+
+
 def prepare_distillation(distill_cfg, format_cfg, student, student_tokenizer, prepared,
                          *, teacher_source=None) -> Distillation:
     """Build the teacher, check the layer map and tokens against both models, align every
@@ -80,7 +99,8 @@ def prepare_distillation(distill_cfg, format_cfg, student, student_tokenizer, pr
     cfg = distill_cfg
     student_config = student.config
     if teacher_source is not None:  # a cache (or a test's teacher) stands in for the forward
-        teacher, teacher_tokenizer = teacher_source, student_tokenizer
+        teacher = teacher_source  # a cache carries its teacher's tokenizer (answer_anchor)
+        teacher_tokenizer = getattr(teacher_source, "tokenizer", None) or student_tokenizer
         teacher_blocks, teacher_size = teacher_source.num_blocks, teacher_source.hidden_size
     elif cfg.teacher.kind == "self":
         teacher_tokenizer = student_tokenizer
@@ -105,20 +125,8 @@ def prepare_distillation(distill_cfg, format_cfg, student, student_tokenizer, pr
         raise ConfigError("distill.beta > 0 (logit KD) needs tokens: same_sequence: the logits "
                           "are compared token by token")
 
-    rows, examples = prepared.tokenized.rows, prepared.tokenized.examples
-    drops: Counter = Counter()
-    teacher_rows = None
-    if cfg.tokens == "same_sequence":
-        kept = list(range(len(rows)))
-        alignments = [same_sequence(row) for row in rows]
-    else:
-        by_id, drops = teacher_token_rows(examples, teacher_tokenizer, format_cfg)
-        kept = [i for i, e in enumerate(examples) if e.id in by_id]
-        alignments, teacher_rows = [None] * len(rows), [None] * len(rows)
-        for i in kept:
-            t_row = by_id[examples[i].id]
-            alignments[i] = answer_anchor(rows[i], t_row)
-            teacher_rows[i] = {"input_ids": t_row.input_ids, "labels": t_row.labels}
+    alignments, teacher_rows, kept, drops = align_rows(cfg.tokens, format_cfg, prepared,
+                                                       teacher_tokenizer)
     projections = Projections(int(student_config.get_text_config().hidden_size), teacher_size,
                               len(layer_map.pairs), always=cfg.projection == "always")
     attach(student, projections)

@@ -307,11 +307,22 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
         plan = plan_lora_targets(build_meta_model(cfg.model), cfg.lora.families,
                                  cfg.lora.target_modules, rank=cfg.lora.r)
         console.print(render_coverage_table(plan), soft_wrap=True, markup=False, highlight=False)
+        if cfg.distill.enabled:
+            from reasondistill.distill.cache import estimate_for_run
+
+            estimate = estimate_for_run(cfg, prepared, tokenizer)
+            if estimate:
+                console.print(estimate, highlight=False, soft_wrap=True)
         return None
 
     if not resume and (run_dir / FINAL_ADAPTER).exists():
         raise ReasondistillError(f"{run_dir} already holds a finished run; pass --resume to "
                                  "continue it or choose another output_dir")
+    cached_teacher = None
+    if cfg.distill.enabled and cfg.distill.teacher.cache:  # checked before any weights load
+        from reasondistill.distill.cache import open_for_run
+
+        cached_teacher = open_for_run(cfg, prepared, tokenizer, console)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -332,7 +343,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
         from reasondistill.distill.report import print_distillation_plan
         from reasondistill.distill.setup import prepare_distillation
 
-        distillation = prepare_distillation(cfg.distill, cfg.format, model, tokenizer, prepared)
+        distillation = prepare_distillation(cfg.distill, cfg.format, model, tokenizer, prepared,
+                                            teacher_source=cached_teacher)
         print_distillation_plan(distillation, console)
         if main:
             atomic_write_json(run_dir / "distill_plan.json", distillation.summary())
