@@ -2,11 +2,12 @@
 
 The packed trainer attends once per sequence. This times one attention layer's forward and
 backward over the sequences of real GSM8K training rows (SmolLM2-135M's shapes: 9 query
-heads, 3 key/value heads, head dim 64, bf16) both ways, alternating the two so a change in
+heads, 3 key/value heads, head dim 64, in ``--dtype``: ``auto`` = bf16 where the CPU has it
+natively, else float32, as training picks) both ways, alternating the two so a change in
 machine load biases neither, and prints the ratio. ``EXPLICIT_ATTENTION_MAX_TOKENS`` in
 ``reasondistill.train.packing`` decides which one training uses.
 
-    python benchmarks/attention_cpu.py [--rows 64] [--repeats 5]
+    python benchmarks/attention_cpu.py [--rows 64] [--repeats 5] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import _machine
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -38,12 +40,12 @@ def sequence_lengths(gsm8k_dir: str, rows: int) -> list[int]:
                                                         max_length=512).rows]
 
 
-def one_layer(kernel, lengths, heads, kv_heads, dim) -> float:
+def one_layer(kernel, lengths, heads, kv_heads, dim, dtype) -> float:
     """Seconds for forward + backward of one attention layer over every sequence."""
     module = SimpleNamespace(is_causal=True, training=True, num_key_value_groups=heads // kv_heads)
-    tensors = [(torch.randn(1, heads, n, dim, dtype=torch.bfloat16, requires_grad=True),
-                torch.randn(1, kv_heads, n, dim, dtype=torch.bfloat16, requires_grad=True),
-                torch.randn(1, kv_heads, n, dim, dtype=torch.bfloat16, requires_grad=True))
+    tensors = [(torch.randn(1, heads, n, dim, dtype=dtype, requires_grad=True),
+                torch.randn(1, kv_heads, n, dim, dtype=dtype, requires_grad=True),
+                torch.randn(1, kv_heads, n, dim, dtype=dtype, requires_grad=True))
                for n in lengths]
     started = time.perf_counter()
     for q, k, v in tensors:
@@ -58,7 +60,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(REPO / "results" / "attention_cpu.json"))
+    _machine.add_dtype_argument(parser)
     args = parser.parse_args()
+    dtype = _machine.resolve(args.dtype)
 
     config = load_model_config(ModelConfig(name="smollm2-135m"))
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -69,21 +73,25 @@ def main() -> None:
         "explicit": explicit_causal_attention,
     }
     for kernel in kernels.values():  # warm-up
-        one_layer(kernel, lengths[:4], heads, kv_heads, dim)
+        one_layer(kernel, lengths[:4], heads, kv_heads, dim, dtype)
     seconds = {name: [] for name in kernels}
     for _ in range(args.repeats):
         for name, kernel in kernels.items():
-            seconds[name].append(one_layer(kernel, lengths, heads, kv_heads, dim))
+            seconds[name].append(one_layer(kernel, lengths, heads, kv_heads, dim, dtype))
     best = {name: min(times) for name, times in seconds.items()}
     ratio = best["fused_sdpa"] / best["explicit"]
     for name in kernels:
         print(f"{name:<11} {best[name] * 1000:8.1f} ms per layer (fwd+bwd, {len(lengths)} sequences)")
     print(f"explicit is {ratio:.2f}x the speed of the fused kernel "
-          f"(sequences {min(lengths)}-{max(lengths)} tokens, {torch.get_num_threads()} threads)")
+          f"(sequences {min(lengths)}-{max(lengths)} tokens, {_machine.dtype_name(dtype)}, "
+          f"{torch.get_num_threads()} threads)")
+    machine = _machine.report_machine(dtype)
     atomic_write_json(Path(args.out), {
         "benchmark": "attention_cpu", "ratio_explicit_vs_fused": round(ratio, 3),
         "ms_per_layer": {name: round(s * 1000, 1) for name, s in best.items()},
-        "settings": {"heads": heads, "kv_heads": kv_heads, "head_dim": dim, "dtype": "bfloat16",
+        "dtype": _machine.dtype_name(dtype), "machine": machine,
+        "settings": {"heads": heads, "kv_heads": kv_heads, "head_dim": dim,
+                     "dtype": _machine.dtype_name(dtype),
                      "sequences": len(lengths), "min_tokens": min(lengths),
                      "max_tokens": max(lengths), "repeats": args.repeats,
                      "threads": torch.get_num_threads(), "torch": torch.__version__},

@@ -7,12 +7,15 @@ the same tokens. The baseline is what a user writes by hand: a loop of ``model.g
 on one unpadded prompt at a time. Half of the baseline runs before the batched run and half
 after, so a change in machine load between the two arms biases neither.
 
-Greedy decoding is compared token for token, so the default dtype is float32. In bfloat16 a
-batched matmul may round differently from a one-row matmul, so some long generations diverge
-after a near-tie; with ``--dtype bfloat16``, ``--check-dtype float32`` repeats the comparison
-(on ``--check-n`` problems) in float32 to show whether batching itself changes anything.
+``--dtype auto`` (the default) is what ``reasondistill eval`` picks: bfloat16 where the CPU
+runs it natively (AVX512-BF16/AMX), float32 elsewhere. Greedy decoding is compared token for
+token; in bfloat16 a batched matmul may round differently from a one-row matmul, so some long
+generations diverge after a near-tie, and ``--check-dtype float32`` (the default) then repeats
+the comparison (on ``--check-n`` problems) in float32 to show whether batching itself changes
+anything. In float32 batching changes no token, and the check is skipped.
 
     python benchmarks/eval_speed.py [--gsm8k-dir ../shared/data/gsm8k] [--n 64]
+    python benchmarks/eval_speed.py --dtype float32 --out results/eval_speed.json
     python benchmarks/eval_speed.py --dtype bfloat16 --out results/eval_speed_bf16.json
 """
 
@@ -20,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
+import _machine
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -34,7 +37,7 @@ from reasondistill.data.format import FormatSpec
 from reasondistill.data.loaders import load_examples
 from reasondistill.evaluate.generate import AnswerStop, TransformersBackend
 from reasondistill.io import atomic_write_json
-from reasondistill.models import load_model, resolve_dtype
+from reasondistill.models import load_model
 from reasondistill.tokenize import render_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,9 +110,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="GSM8K test problems (the first N)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dtype", default="float32",
-                        help="float32 (default: the identity target is token for token), "
-                             "bfloat16, or auto = bfloat16 where the CPU has it")
+    _machine.add_dtype_argument(parser)
     parser.add_argument("--check-dtype", default="float32",
                         help="dtype of the extra identity check ('none' to skip)")
     parser.add_argument("--check-n", type=int, default=16)
@@ -119,7 +120,7 @@ def main() -> None:
 
     examples = load_examples(DataConfig(source="gsm8k", path=args.gsm8k_dir, split="test",
                                         limit=args.n)).examples
-    dtype = str(resolve_dtype(args.dtype)).removeprefix("torch.")
+    dtype = _machine.dtype_name(_machine.resolve(args.dtype))
     model, tokenizer = load_model(ModelConfig(), dtype=dtype)
     prompts = [render_prompt(tokenizer, e.prompt, FormatSpec()) for e in examples]
     load_before = os.getloadavg()
@@ -132,8 +133,9 @@ def main() -> None:
                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
         check = {"dtype": args.check_dtype, "n": len(prompts[:args.check_n]), **check}
 
+    machine = _machine.report_machine(_machine.resolve(dtype))
     result = {
-        "benchmark": "eval_speed",
+        "benchmark": "eval_speed", "dtype": dtype, "machine": machine,
         "speedup": main_run["speedup"],
         "outputs_identical": main_run["match"]["identical"],
         "problems_per_s_batched": main_run["batched"]["problems_per_s"],
@@ -143,8 +145,8 @@ def main() -> None:
             "n_problems": len(prompts), "data": f"{args.gsm8k_dir} test[:{args.n}]",
             "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
             "decoding": "greedy", "stop": "EOS or the answer box after </think>",
-            "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or
-            platform.machine(), "load_average_before": load_before,
+            "torch_threads": torch.get_num_threads(), "cpu": machine["cpu"]["model"],
+            "load_average_before": load_before,
             "load_average_after": os.getloadavg(), "torch": torch.__version__,
         },
         "main": main_run,

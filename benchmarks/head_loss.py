@@ -1,12 +1,13 @@
 """Output head + cross-entropy: full float32 logits vs the fused, chunked head loss.
 
 Times forward + backward of the completion loss over ``--rows`` supervised positions with
-SmolLM2-135M's head shape (576 → 49,152, bf16), the way the trainer computes it each step,
+SmolLM2-135M's head shape (576 → 49,152, in ``--dtype``: ``auto`` = bf16 where the CPU has
+it natively, else float32, as training picks), the way the trainer computes it each step,
 both ways and for several chunk sizes, alternating them so a change in machine load biases
 none, and prints the ratios. ``CHUNK_BYTES`` in ``reasondistill.train.head_loss`` is the
 size training uses.
 
-    python benchmarks/head_loss.py [--rows 1000] [--repeats 5]
+    python benchmarks/head_loss.py [--rows 1000] [--repeats 5] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
+import _machine
 import torch
 
 from reasondistill.io import atomic_write_json
@@ -29,6 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--rows", type=int, default=1000, help="supervised positions")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    _machine.add_dtype_argument(parser)
     parser.add_argument("--out", default=str(REPO / "results" / "head_loss.json"))
     return parser.parse_args(argv)
 
@@ -37,8 +40,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    hidden = torch.randn(args.rows, 576, dtype=torch.bfloat16, requires_grad=True)
-    weight = torch.randn(49152, 576, dtype=torch.bfloat16) * 0.05
+    dtype = _machine.resolve(args.dtype)
+    hidden = torch.randn(args.rows, 576, dtype=dtype, requires_grad=True)
+    weight = torch.randn(49152, 576, dtype=dtype) * 0.05
     targets = torch.randint(0, weight.shape[0], (args.rows,))
 
     def full_logits():
@@ -65,11 +69,14 @@ def main(argv=None) -> None:
     for name, seconds in best.items():
         print(f"{name:<14} {seconds * 1e3:7.1f} ms  "
               f"{best['full_logits'] / seconds:5.2f}x full logits")
+    machine = _machine.report_machine(dtype)
     atomic_write_json(Path(args.out), {
         "benchmark": "head_loss", "ms_best_of_repeats": {k: round(v * 1e3, 1)
                                                          for k, v in best.items()},
         "training_chunk_mib": default // 2**20,
-        "settings": {"rows": args.rows, "hidden": 576, "vocab": 49152, "dtype": "bfloat16",
+        "dtype": _machine.dtype_name(dtype), "machine": machine,
+        "settings": {"rows": args.rows, "hidden": 576, "vocab": 49152,
+                     "dtype": _machine.dtype_name(dtype),
                      "repeats": args.repeats, "threads": args.threads,
                      "torch": torch.__version__},
     })

@@ -1,13 +1,15 @@
 """Saved activations and step time: autograd's RMSNorm and softmax vs the lean ones.
 
 One packed batch of 8 GSM8K rows through SmolLM2-135M with LoRA r16 on attention and MLP
-(bf16 base, fp32 adapter, bf16 autocast), the trainer's loss and backward, under the
-trainer's speed-ups — once with transformers' own RMSNorm and a float32 softmax cast to
-bf16 (autograd keeps both), once with ``reasondistill.train.lean_layers``. Prints the bytes
-autograd keeps for the backward pass (every saved tensor's storage counted once, model
-weights excluded) and the median forward + backward time, the two alternating.
+(fp32 adapter; with ``--dtype`` bfloat16 a bf16 base under bf16 autocast, with float32 a float32
+base; ``auto`` picks as training does), the trainer's loss and backward, under the trainer's
+speed-ups — once with transformers' own RMSNorm and a float32 softmax cast to the compute
+dtype (autograd keeps both under bf16), once with ``reasondistill.train.lean_layers``. Prints
+the bytes autograd keeps for the backward pass (every saved tensor's storage counted once,
+model weights excluded) and the median forward + backward time, the two alternating. The
+saving is a bf16 one: in float32 the two sides keep nearly the same.
 
-    python benchmarks/lean_layers.py [--repeats 5]
+    python benchmarks/lean_layers.py [--repeats 5] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _machine
 import torch
 from train_throughput import REPO, base_model, examples, lora_config
 
@@ -28,6 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--gsm8k-dir", default=str(REPO.parent / "shared/data/gsm8k"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    _machine.add_dtype_argument(parser)
     parser.add_argument("--out", default=str(REPO / "results" / "lean_layers.json"))
     return parser.parse_args(argv)
 
@@ -62,7 +66,8 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, tok = base_model()
+    dtype = _machine.resolve(args.dtype)
+    model, tok = base_model(dtype)
     rows = tokenize_examples(tok, examples(argparse.Namespace(gsm8k_dir=args.gsm8k_dir, rows=8)),
                              FormatSpec(), max_length=512).rows
     model, _ = apply_lora(model, lora_config(argparse.Namespace(rank=16)))
@@ -73,7 +78,7 @@ def main(argv=None) -> None:
     trainer = DistillTrainer(
         model=model, train_dataset=[], data_collator=collator,
         args=TrainingArguments(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True,
-                               bf16=True))
+                               bf16=dtype == torch.bfloat16))
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def step(measure: bool) -> int:
@@ -86,7 +91,7 @@ def main(argv=None) -> None:
             return tensor
 
         with (trainer.training_speedups(), packed_forward(lengths),
-              torch.autocast("cpu", dtype=torch.bfloat16),
+              _machine.autocast(dtype),
               torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)):
             loss = trainer.compute_loss(model, dict(batch))
         loss.backward()
@@ -111,14 +116,17 @@ def main(argv=None) -> None:
               f"forward + backward {median[name]:6.2f} s")
     print(f"lean keeps {1 - saved['lean'] / saved['autograd']:.0%} less for the backward pass "
           f"and runs the step {median['autograd'] / median['lean']:.2f}x as fast "
-          f"({tokens} packed tokens, {args.threads} threads)")
+          f"({tokens} packed tokens, {_machine.dtype_name(dtype)}, {args.threads} threads)")
+    machine = _machine.report_machine(dtype)
     atomic_write_json(Path(args.out), {
         "benchmark": "lean_layers", "tokens": tokens,
+        "dtype": _machine.dtype_name(dtype), "machine": machine,
         "saved_mib": {name: round(saved[name] / 2**20, 1) for name in sides},
         "saved_reduction": round(1 - saved["lean"] / saved["autograd"], 3),
         "step_seconds_median": {name: round(median[name], 3) for name in sides},
         "ratio_step_time": round(median["autograd"] / median["lean"], 3),
-        "settings": {"model": "SmolLM2-135M-Instruct (bf16 base, fp32 LoRA r16 attention+mlp)",
+        "settings": {"model": f"SmolLM2-135M-Instruct ({_machine.dtype_name(dtype)} base, "
+                              "fp32 LoRA r16 attention+mlp)",
                      "rows": 8, "repeats": args.repeats, "threads": args.threads,
                      "torch": torch.__version__},
     })

@@ -2,9 +2,11 @@
 
 ``train_throughput.py`` times whole one-epoch runs, where every step is a new batch and the
 first one pays the warm-up. This repeats a few packed batches of GSM8K rows through the
-trainer's own loss and backward, under the trainer's own speed-ups (SmolLM2-135M, bf16 base, fp32 LoRA r16 on attention and
-MLP, batch 8), prints each repetition's time and MFU (same FLOP count and matmul peak as
-``train_throughput.py``), and with ``--profile`` the operators of the last repetition.
+trainer's own loss and backward, under the trainer's own speed-ups (SmolLM2-135M, fp32 LoRA
+r16 on attention and MLP, batch 8; ``--dtype`` as in ``train_throughput.py``: ``auto`` = a bf16
+base under bf16 autocast where the CPU has bf16 natively, else float32), prints the CPU, each
+repetition's time and MFU (same FLOP count as ``train_throughput.py``, against the matmul peak
+of the dtype it ran), and with ``--profile`` the operators of the last repetition.
 ``--compile`` tries ``torch.compile`` on whole decoder layers or on their MLPs and norms.
 
     python benchmarks/train_step_profile.py                       # 2 batches x 4 repetitions
@@ -19,15 +21,9 @@ import argparse
 import tempfile
 import time
 
+import _machine
 import torch
-from train_throughput import (
-    REPO,
-    base_model,
-    examples,
-    lora_config,
-    matmul_peak_flops,
-    model_flops,
-)
+from train_throughput import REPO, base_model, examples, lora_config, model_flops
 
 
 def parse_args(argv=None):
@@ -39,6 +35,7 @@ def parse_args(argv=None):
     parser.add_argument("--dynamic", action="store_true", help="torch.compile(dynamic=True)")
     parser.add_argument("--profile", action="store_true", help="operator table of the last step")
     parser.add_argument("--threads", type=int, default=2)
+    _machine.add_dtype_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -64,8 +61,9 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    dtype = _machine.resolve(args.dtype)
     data_args = argparse.Namespace(gsm8k_dir=args.gsm8k_dir, rows=8 * args.batches)
-    model, tok = base_model()
+    model, tok = base_model(dtype)
     rows = tokenize_examples(tok, examples(data_args), FormatSpec(), max_length=512).rows
     model, _ = apply_lora(model, lora_config(argparse.Namespace(rank=16)))
     model.train()
@@ -77,14 +75,16 @@ def main(argv=None) -> None:
     trainer = DistillTrainer(
         model=model, train_dataset=[], data_collator=collator,
         args=TrainingArguments(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True,
-                               bf16=True))
-    peak = matmul_peak_flops()
-    print(f"bf16 matmul peak: {peak / 1e9:.1f} GFLOP/s ({args.threads} threads)")
+                               bf16=dtype == torch.bfloat16))
+    machine = _machine.machine_record(dtype)
+    peak = _machine.peak_flops(machine, dtype)
+    print(_machine.describe(machine))
+    print(f"MFU against the {_machine.dtype_name(dtype)} peak, {peak / 1e9:.1f} GFLOP/s")
 
     def step(batch):
         batch = dict(batch)
         lengths = batch.pop("sequence_lengths").tolist()
-        with packed_forward(lengths), torch.autocast("cpu", dtype=torch.bfloat16):
+        with packed_forward(lengths), _machine.autocast(dtype):
             loss = trainer.compute_loss(model, batch)
         loss.backward()
         model.zero_grad(set_to_none=True)

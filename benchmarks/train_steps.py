@@ -2,12 +2,14 @@
 
 Runs reasondistill's contender of ``train_throughput.py`` (same model, rows, LoRA, batch and
 settings) and prints, for every optimizer step, its wall time, packed tokens and tokens/s,
-its MFU (``train_throughput.py``'s FLOP count and matmul peak), the minor page faults and
-the kernel (system) CPU time it cost, and the process's peak RSS after it. On a VM, memory a process touches for the first time is expensive; this shows how
+its MFU (``train_throughput.py``'s FLOP count, against the matmul peak of the dtype it ran),
+the minor page faults and the kernel (system) CPU time it cost, and the process's peak RSS
+after it, under a line naming the CPU it ran on. It takes ``train_throughput.py``'s options, ``--dtype``
+among them. On a VM, memory a process touches for the first time is expensive; this shows how
 much of a short run goes to that (the first step, and any step that needs more memory than
 the run has held so far) against steps that reuse what is already there.
 
-    python benchmarks/train_steps.py [--rows 64] [--batch 4 --accumulation 2]
+    python benchmarks/train_steps.py [--rows 64] [--batch 4 --accumulation 2] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _machine
 import torch
 import train_throughput
 
@@ -65,14 +68,17 @@ def main(argv=None) -> None:
     train_throughput.timed_train = metered_train
     with tempfile.TemporaryDirectory() as out_dir:
         row = train_throughput.run_reasondistill(bench_args, Path(out_dir))
-    peak = train_throughput.matmul_peak_flops()
+    dtype = train_throughput.run_dtype(bench_args)
+    machine = _machine.machine_record(dtype)
+    peak = _machine.peak_flops(machine, dtype)
     # the data loader fetches one batch ahead, so its batches line up with the steps in order;
     # with gradient accumulation, each step is that many micro-batches
     per_step = bench_args.accumulation
     tokens = [sum(tokens[i:i + per_step]) for i in range(0, len(tokens), per_step)]
     lengths = [sum(lengths[i:i + per_step], []) for i in range(0, len(lengths), per_step)]
     supervised = [sum(supervised[i:i + per_step]) for i in range(0, len(supervised), per_step)]
-    print(f"\nbf16 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
+    print(f"\n{_machine.describe(machine)}")
+    print(f"MFU against the {_machine.dtype_name(dtype)} peak, {peak / 1e9:.1f} GFLOP/s")
     print(f"{'step':>4}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'MFU':>7}{'faults':>9}"
           f"{'fault MiB':>11}{'system s':>10}{'user s':>8}{'peak RSS MB':>13}{'longest':>9}")
     for index, step in enumerate(steps):

@@ -2,11 +2,17 @@
 
 The same model (SmolLM2-135M-Instruct), the same GSM8K rows rendered by the same format
 contract, the same LoRA (r 16 on every attention and MLP linear), batch, learning rate and
-NEFTune α, one epoch each. Every contender runs in its own child process of this one command,
-so each reports its own peak RSS; the parent prints the table and the ratios and writes
-``results/train_throughput.json``.
+NEFTune α and compute dtype, one epoch each. Every contender runs in its own child process of
+this one command, so each reports its own peak RSS; the parent prints the table and the ratios
+and writes ``results/train_throughput.json`` with the CPU it ran on (``_machine.py``).
 
-    python benchmarks/train_throughput.py                    # all three, ~10 min on 2 cores
+``--dtype auto`` (the default) is what ``reasondistill train`` picks with ``train.bf16: auto``:
+a bf16 base under bf16 autocast where the CPU runs bf16 natively (AVX512-BF16/AMX), float32
+everywhere else (an AVX2-only CPU emulates bf16 matmuls at ~1 GFLOP/s). All three contenders
+run in that dtype; the LoRA adapters are float32 either way.
+
+    python benchmarks/train_throughput.py                    # all three (~10 min, 2 AVX512 cores)
+    python benchmarks/train_throughput.py --dtype float32    # force float32
     python benchmarks/train_throughput.py --rows 32 --contenders reasondistill trl
     python benchmarks/train_throughput.py --repeats 3         # median of 3 runs each
 
@@ -17,11 +23,12 @@ Model FLOP utilisation counts the FLOPs the *method* needs, not what an implemen
 spends: for LoRA training with frozen base weights, each token costs 2·N forward and 2·N
 backward (input gradients only) over the N block weights, the output head (2·V·d forward +
 2·V·d backward) only where a token is supervised, plus causal attention (2·2·n_layers·d·t/2
-forward, twice that backward, t = position). The peak is a large bf16 matmul measured in this
-run on the same threads. That count leaves out the adapters' own matmuls (rank r on every
-adapted linear: 2·r·(in + out) forward, twice that backward for the input and the adapter
-gradients), which LoRA training does need — about 6% more FLOPs at r 16 on SmolLM2 — so a second
-figure, ``mfu_with_adapters``, counts them too; ``mfu`` stays the stricter one.
+forward, twice that backward, t = position). The peak is the best of 30 2048² matmuls in the
+dtype the contenders ran, measured in this run on the same threads. That count leaves out the
+adapters' own matmuls (rank r on every adapted linear: 2·r·(in + out) forward, twice that
+backward for the input and the adapter gradients), which LoRA training does need — about 6%
+more FLOPs at r 16 on SmolLM2 — so a second figure, ``mfu_with_adapters``, counts them too;
+``mfu`` stays the stricter one.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import _machine
 
 REPO = Path(__file__).resolve().parents[1]
 CONTENDERS = ("reasondistill", "trl", "tracedistill")
@@ -51,6 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each contender, round-robin; the median is reported")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    _machine.add_dtype_argument(parser)
     parser.add_argument("--out", type=Path, default=REPO / "results/train_throughput.json")
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -68,14 +79,26 @@ def examples(args):
     return load_examples(data).examples
 
 
-def base_model():
+def run_dtype(args):
+    """The contenders' compute dtype: ``--dtype`` resolved the product's way."""
+    return _machine.resolve(args.dtype)
+
+
+def use_bf16(args) -> bool:
+    """Whether the trainers run bf16 (autocast over a bf16 base), as ``train.bf16`` decides."""
+    import torch
+
+    return run_dtype(args) == torch.bfloat16
+
+
+def base_model(dtype):
     import torch
 
     from reasondistill.config import ModelConfig
     from reasondistill.models import load_model
 
     torch.manual_seed(0)
-    return load_model(ModelConfig(name="smollm2-135m"), dtype="bfloat16")
+    return load_model(ModelConfig(name="smollm2-135m"), dtype=_machine.dtype_name(dtype))
 
 
 def lora_config(args):
@@ -96,7 +119,7 @@ def training_kwargs(args, out_dir):
                 gradient_accumulation_steps=args.accumulation, learning_rate=2e-4,
                 lr_scheduler_type="linear",
                 num_train_epochs=1, max_grad_norm=1e9, logging_steps=1000, save_strategy="no",
-                report_to="none", bf16=True, use_cpu=True, dataloader_num_workers=0,
+                report_to="none", bf16=use_bf16(args), use_cpu=True, dataloader_num_workers=0,
                 seed=0, remove_unused_columns=False)
 
 
@@ -115,7 +138,7 @@ def run_reasondistill(args, out_dir):
     from reasondistill.train.collate import PackedCollator
     from reasondistill.train.trainer import DistillTrainer
 
-    model, tok = base_model()
+    model, tok = base_model(run_dtype(args))
     rows = tokenize_examples(tok, examples(args), FormatSpec(), max_length=args.max_length).rows
     model, _ = apply_lora(model, lora_config(args))
     dataset = [{"input_ids": r.input_ids, "labels": r.labels} for r in rows]
@@ -141,7 +164,7 @@ def run_trl(args, out_dir):
     from reasondistill.lora import plan_lora_targets
     from reasondistill.tokenize import render_chat
 
-    model, tok = base_model()
+    model, tok = base_model(run_dtype(args))
     pairs = []
     for example in examples(args):
         prompt, full = render_chat(tok, build_record(example))
@@ -169,7 +192,7 @@ def run_tracedistill(args, out_dir):
 
     from reasondistill.lora import plan_lora_targets
 
-    model, tok = base_model()
+    model, tok = base_model(run_dtype(args))
     frame = pd.DataFrame([{"prompt": e.prompt, "generated_cot": e.trace, "answer": e.answer,
                            "type": e.type} for e in examples(args)])
     plan = plan_lora_targets(model, ["attention", "mlp"], rank=args.rank)
@@ -178,7 +201,8 @@ def run_tracedistill(args, out_dir):
                                  gradient_accumulation_steps=args.accumulation,
                                  logging_steps=1000)
     cfg = td.TwoPhaseConfig(hard_types=["x"], output_dir=str(out_dir),
-                            max_length=args.max_length, seed=0, phase1=phase)
+                            max_length=args.max_length, seed=0, phase1=phase,
+                            bf16=use_bf16(args))
     records, types = td.build_records(frame, prompt_suffix=cfg.prompt_suffix)
     rows, _ = td._tokenize_records(records, types, tok, cfg)
     lengths = [len(r["input_ids"]) for r in rows]
@@ -194,8 +218,9 @@ def run_tracedistill(args, out_dir):
         return result
 
     td.StratifiedSFTTrainer.train = capture
-    # The one change to tracedistill: transformers refuses bf16 on CPU unless use_cpu is
-    # set, which tracedistill's SFTConfig never does (it targets GPUs).
+    # The changes to tracedistill: its bf16 follows --dtype (its default is True), and
+    # transformers refuses bf16 on CPU unless use_cpu is set, which tracedistill's SFTConfig
+    # never does (it targets GPUs).
     td.SFTConfig = functools.partial(td.SFTConfig, use_cpu=True)
     td._run_phase(model, tok, frame, phase, cfg, "phase1")
     return result_row(trainer_box["seconds"], lengths, supervised)
@@ -218,23 +243,7 @@ def result_row(seconds, lengths, supervised):
 RUNNERS = {"reasondistill": run_reasondistill, "trl": run_trl, "tracedistill": run_tracedistill}
 
 
-# ----------------------------------------------------------------------------- FLOPs and peak
-
-
-def matmul_peak_flops(size=2048, repeats=30) -> float:
-    """Best of ``repeats`` large bf16 matmuls: one slow sample on a shared machine must not
-    lower the peak (and so inflate every MFU)."""
-    import torch
-
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best
+# ----------------------------------------------------------------------------- FLOPs
 
 
 def model_flops(lengths, supervised, adapter_rank: int = 0) -> float:
@@ -280,6 +289,9 @@ def main(argv=None) -> None:
 
     from reasondistill.io import atomic_write_json
 
+    dtype = run_dtype(args)
+    load_before = os.getloadavg()  # other work on the machine moves whole runs
+    print(f"compute dtype: {_machine.dtype_name(dtype)} (--dtype {args.dtype})", flush=True)
     runs = {name: [] for name in args.contenders}
     for round_index in range(args.repeats):  # round-robin, so load drift hits all alike
         for name in args.contenders:
@@ -289,14 +301,16 @@ def main(argv=None) -> None:
                        handle.name, "--gsm8k-dir", str(args.gsm8k_dir), "--rows",
                        str(args.rows), "--batch", str(args.batch), "--accumulation",
                        str(args.accumulation), "--max-length",
-                       str(args.max_length), "--rank", str(args.rank)]
+                       str(args.max_length), "--rank", str(args.rank),
+                       "--dtype", _machine.dtype_name(dtype)]
                 subprocess.run(cmd, check=True)
                 runs[name].append(json.loads(Path(handle.name).read_text()))
     results = {name: median_run(rows) for name, rows in runs.items()}
-    peak = matmul_peak_flops()
+    machine = _machine.machine_record(dtype)
+    peak = _machine.peak_flops(machine, dtype)
     ours = results.get("reasondistill")
-    print(f"\nbf16 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s "
-          f"({torch.get_num_threads()} threads)")
+    print(f"\n{_machine.describe(machine)}")
+    print(f"MFU against the {_machine.dtype_name(dtype)} peak, {peak / 1e9:.1f} GFLOP/s")
     print(f"{'contender':<15}{'tokens/s':>10}{'ratio':>8}{'peak RSS MB':>13}{'MFU':>8}"
           f"{'+adapters':>11}{'seconds':>9}")
     for name, row in results.items():
@@ -318,14 +332,20 @@ def main(argv=None) -> None:
         "ratio_vs_tracedistill": _ratio(results, "tracedistill"),
         "mfu": ours["mfu"] if ours else None,
         "mfu_with_adapters": ours["mfu_with_adapters"] if ours else None,
+        "dtype": _machine.dtype_name(dtype),
         "matmul_peak_gflops": round(peak / 1e9, 1),
-        "settings": {"model": "SmolLM2-135M-Instruct (bf16 base, fp32 LoRA)",
+        "machine": machine,
+        "settings": {"model": f"SmolLM2-135M-Instruct ({_machine.dtype_name(dtype)} base, "
+                              "fp32 LoRA)",
+                     "dtype": _machine.dtype_name(dtype), "dtype_option": args.dtype,
+                     "bf16_autocast": use_bf16(args),
                      "data": f"GSM8K train, first {args.rows} rows", "rows": args.rows,
                      "per_device_batch": args.batch,
                      "gradient_accumulation": args.accumulation, "max_length": args.max_length,
                      "lora": f"r={args.rank} alpha={2 * args.rank} attention+mlp",
                      "lr": 2e-4, "neftune_alpha": 5.0, "epochs": 1,
                      "threads": torch.get_num_threads(), "repeats": args.repeats,
+                     "load_average_before": load_before, "load_average_after": os.getloadavg(),
                      "versions": library_versions()},
     }
     atomic_write_json(args.out, summary)
