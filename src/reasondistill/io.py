@@ -44,3 +44,21 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> Path:
     """Write ``obj`` as JSON (UTF-8, trailing newline) to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def append_json_line(path: str | Path, obj: Any) -> Path:
+    """Append ``obj`` as one JSON line to ``path`` in a single ``write`` on an ``O_APPEND``
+    descriptor, then fsync: concurrent appenders never interleave within the line, and a
+    crash leaves at most a torn last line (which JSONL readers here skip)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write (rare: signals, full disk) finishes here
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path

@@ -28,9 +28,10 @@ class Distillation:
     projections: Projections
     kept: list[int]  # indices of the prepared rows that train (teacher side kept them too)
     drops: Counter = field(default_factory=Counter)
+    teacher_tokenizer: object = None  # what the teacher reads (held-out rows align with it)
 
     def summary(self) -> dict:
-        aligned = [a.n_groups for a in self.alignments]
+        aligned = [a.n_groups for a in self.alignments if a is not None]
         return {"layer_map": [list(p) for p in self.layer_map.pairs],
                 "projection": list(self.projections.shape) if self.projections.learned else None,
                 "projection_parameters": self.projections.num_parameters(),
@@ -131,7 +132,7 @@ def prepare_distillation(distill_cfg, format_cfg, student, student_tokenizer, pr
                               len(layer_map.pairs), always=cfg.projection == "always")
     attach(student, projections)
     return Distillation(teacher, layer_map, Objective.from_config(cfg), alignments,
-                        teacher_rows, projections, kept, drops)
+                        teacher_rows, projections, kept, drops, teacher_tokenizer)
 
 
 def _adapter_dir(path: str):

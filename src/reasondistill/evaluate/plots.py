@@ -192,3 +192,51 @@ def error_breakdown(series: Mapping[str, Mapping[str, Any]]) -> bytes:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small")
     return _png(fig)
+
+
+SIMILARITY_METRICS = (  # key, title, colour range (None: from the data), higher is better
+    ("cosine", "cosine similarity", (-1.0, 1.0), True),
+    ("nmse", "normalised MSE", None, False),
+    ("cka", "linear CKA", (0.0, 1.0), True),
+)
+
+
+def similarity_heatmap(similarity: Mapping[str, Mapping[str, Any]], *, title: str) -> bytes | None:
+    """One panel per metric (cosine, nMSE, linear CKA): rows are the layer pairs
+    (student→teacher), columns the measurements (``before``, ``after``), each cell annotated
+    with its value. Colours run the same way in every panel: the darker green, the closer
+    the student is to the teacher (nMSE's scale is reversed). ``similarity`` maps ``before``
+    / ``after`` to a record of ``distill.similarity``; None when neither has pairs."""
+    columns = [name for name in ("before", "after") if (similarity.get(name) or {}).get("pairs")]
+    if not columns:
+        return None
+    pairs = list(dict.fromkeys((p["student"], p["teacher"]) for name in columns
+                               for p in similarity[name]["pairs"]))
+    lookup = {(name, p["student"], p["teacher"]): p for name in columns
+              for p in similarity[name]["pairs"]}
+    fig = _figure(2.2 + 2.3 * len(SIMILARITY_METRICS) * max(1, len(columns)) / 2,
+                  1.6 + 0.42 * len(pairs))
+    axes = fig.subplots(1, len(SIMILARITY_METRICS), squeeze=False)[0]
+    for ax, (key, label, limits, higher_better) in zip(axes, SIMILARITY_METRICS):
+        values = [[_number((lookup.get((name, s, t)) or {}).get(key)) for name in columns]
+                  for s, t in pairs]
+        present = [v for row in values for v in row if v is not None]
+        low, high = limits or (0.0, max([1.0, *present]))
+        grid = [[float("nan") if v is None else v for v in row] for row in values]
+        ax.imshow(grid, cmap="Greens" if higher_better else "Greens_r", vmin=low, vmax=high,
+                  aspect="auto")
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                shade = (value - low) / (high - low) if value is not None and high > low else 0
+                dark = shade > 0.6 if higher_better else shade < 0.4
+                ax.text(j, i, "—" if value is None else f"{value:.3f}", ha="center",
+                        va="center", fontsize="small", color="white" if dark else "black")
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels(columns)
+        ax.set_yticks(range(len(pairs)))
+        ax.set_yticklabels([f"{s}→{t}" for s, t in pairs])
+        ax.set_title(label + (" (higher: closer)" if higher_better else " (lower: closer)"),
+                     fontsize="medium")
+    axes[0].set_ylabel("layer pair (student→teacher)")
+    fig.suptitle(title)
+    return _png(fig)

@@ -3,8 +3,9 @@
 A run directory may hold (every piece optional, but not all missing)::
 
     config.yaml                    the resolved config (hard types for the comparison)
-    train_summary.json             minutes per phase
-    metrics.jsonl                  one record per logging step → training curves
+    train_summary.json             minutes per phase (and the layer similarity, distilling)
+    metrics.jsonl                  one record per logging step → training curves; latent runs
+                                   add a ``similarity: before|after`` record each → heat map
     eval/<name>/summary.json       metrics.summarize(...) of that evaluation
     eval/<name>/predictions.jsonl  its rows (summarised here when summary.json is missing)
 
@@ -49,6 +50,7 @@ class RunResult:
     evals: dict[str, EvalResult] = field(default_factory=dict)
     hard_types: list[str] = field(default_factory=list)
     train_minutes: float | None = None
+    similarity: dict[str, Any] = field(default_factory=dict)  # before/after → measurement
 
     @property
     def primary_eval(self) -> EvalResult | None:
@@ -119,6 +121,17 @@ def _train_minutes(run_dir: Path, metrics: list[dict[str, Any]]) -> float | None
     return sum(runtimes) / 60 if runtimes else None
 
 
+def _similarity(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The layer similarity (``before``/``after``) of a latent run: ``train_summary.json``'s,
+    else the last ``similarity`` records of ``metrics.jsonl`` (a run still training)."""
+    summary_path = run_dir / "train_summary.json"
+    if summary_path.is_file():
+        stored = _read_json(summary_path).get("similarity")
+        if isinstance(stored, dict) and stored:
+            return {k: v for k, v in stored.items() if isinstance(v, dict)}
+    return {r["similarity"]: r for r in records if r.get("similarity") in (BEFORE, AFTER)}
+
+
 def load_run(run_dir: Path, name: str | None = None) -> RunResult:
     """Everything the report needs from one run directory; missing pieces are left empty,
     a directory with nothing to report is a :class:`ReasondistillError`."""
@@ -126,7 +139,8 @@ def load_run(run_dir: Path, name: str | None = None) -> RunResult:
     if not run_dir.is_dir():
         raise ReasondistillError(f"run directory not found: {run_dir}")
     metrics_path = run_dir / "metrics.jsonl"
-    metrics = read_records(metrics_path) if metrics_path.is_file() else []
+    records = read_records(metrics_path) if metrics_path.is_file() else []
+    metrics = [r for r in records if "similarity" not in r]  # the logging steps
     evals = {}
     eval_root = run_dir / "eval"
     if eval_root.is_dir():
@@ -134,14 +148,15 @@ def load_run(run_dir: Path, name: str | None = None) -> RunResult:
             loaded = _load_eval(directory)
             if loaded is not None:
                 evals[loaded.name] = loaded
-    if not metrics and not evals:
+    if not records and not evals:
         raise ReasondistillError(
             f"{run_dir}: nothing to report — no metrics.jsonl records and no "
             "eval/<name>/summary.json or eval/<name>/predictions.jsonl"
         )
     return RunResult(name=name or run_dir.name, path=run_dir, metrics=metrics,
                      evals=_ordered(evals), hard_types=_hard_types(run_dir),
-                     train_minutes=_train_minutes(run_dir, metrics))
+                     train_minutes=_train_minutes(run_dir, metrics),
+                     similarity=_similarity(run_dir, records))
 
 
 def _ordered(evals: dict[str, EvalResult]) -> dict[str, EvalResult]:
@@ -309,6 +324,7 @@ def _comparison(runs: list[RunResult]) -> list[Block]:
             ])
     blocks.append(Table(["run", "eval", "n", "accuracy [95% CI]", "parse rate",
                          "hard-type accuracy", "mean generated tokens", "train minutes"], rows))
+    blocks += _similarity_comparison(runs)
     series = {f"{run.name} ({run.primary_eval.name})": run.primary_eval.summary.get("by_type", {})
               for run in runs if run.primary_eval}
     if series:
@@ -343,6 +359,79 @@ def _training(run: RunResult, slug: str) -> list[Block]:
         blocks.append(Figure(f"{slug}_training.png", f"{run.name}: training curves per phase",
                              png))
     return blocks
+
+
+SIMILARITY_COLUMNS = (("cosine", "cosine"), ("nmse", "nMSE"), ("cka", "CKA"))
+
+
+def _similarity_pairs(run: RunResult) -> list[tuple[int, int]]:
+    return list(dict.fromkeys((p["student"], p["teacher"]) for m in run.similarity.values()
+                              for p in m.get("pairs") or []))
+
+
+def _mean_metric(measurement: dict[str, Any] | None, key: str) -> float | None:
+    values = [p[key] for p in (measurement or {}).get("pairs") or []
+              if isinstance(p.get(key), (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def _layer_similarity(run: RunResult, slug: str) -> list[Block]:
+    """The latent run's layer similarity student ↔ teacher: a table and a heat map (only
+    for a run that measured it)."""
+    pairs = _similarity_pairs(run)
+    if not pairs:
+        return []
+    names = [n for n in (BEFORE, AFTER) if n in run.similarity]
+    first = run.similarity[names[0]]
+    blocks: list[Block] = [Heading(3, "Layer similarity (student ↔ teacher)"), Paragraph(
+        f"Per layer pair, on {first.get('n_rows', '?')} rows ({first.get('rows', '?')}), "
+        f"{first.get('aligned_tokens', '?')} aligned tokens, {', '.join(names)} training: mean "
+        "cosine similarity of the aligned vectors (1 = same direction), normalised MSE "
+        "Σ‖s−t‖²/Σ‖t−mean(t)‖² (0 = identical, 1 = no better than the teacher's mean) and "
+        "linear CKA (1 = the same geometry up to rotation and scale). The student side is "
+        "what the loss reads (after its projection).")]
+    with_delta = len(names) == 2
+    header = ["student→teacher"]
+    for _, label in SIMILARITY_COLUMNS:
+        header += [f"{label} {n}" for n in names] + ([f"Δ {label}"] if with_delta else [])
+    rows = []
+    for s, t in pairs:
+        found = {n: next((p for p in run.similarity[n].get("pairs") or []
+                          if (p["student"], p["teacher"]) == (s, t)), {}) for n in names}
+        row = [f"{s}→{t}"]
+        for key, _ in SIMILARITY_COLUMNS:
+            values = [found[n].get(key) for n in names]
+            row += [_num(v, 3) for v in values]
+            if with_delta:
+                row.append("—" if None in values else f"{values[1] - values[0]:+.3f}")
+        rows.append(row)
+    blocks.append(Table(header, rows))
+    png = plots.similarity_heatmap(run.similarity,
+                                   title=f"{run.name}: layer similarity student ↔ teacher")
+    if png is not None:
+        blocks.append(Figure(f"{slug}_similarity.png",
+                             f"{run.name}: layer similarity per pair, before and after", png))
+    return blocks
+
+
+def _similarity_comparison(runs: list[RunResult]) -> list[Block]:
+    """Across runs: each metric's mean over the layer pairs, before → after (pairs differ
+    between runs, so per-pair detail stays in each run's section)."""
+    measured = [run for run in runs if _similarity_pairs(run)]
+    if not measured:
+        return []
+    rows = []
+    for run in measured:
+        row = [run.name, str(len(_similarity_pairs(run)))]
+        for key, _ in SIMILARITY_COLUMNS:
+            before = _mean_metric(run.similarity.get(BEFORE), key)
+            after = _mean_metric(run.similarity.get(AFTER), key)
+            row.append(f"{_num(before, 3)} → {_num(after, 3)}")
+        rows.append(row)
+    return [Paragraph("Layer similarity student ↔ teacher, mean over each run's layer pairs, "
+                      "before → after training (per pair: each run's section)."),
+            Table(["run", "layer pairs"] + [f"{label} before → after"
+                                            for _, label in SIMILARITY_COLUMNS], rows)]
 
 
 def _group_table(run: RunResult, key: str, label: str) -> Table:
@@ -471,7 +560,8 @@ def build_report(runs: list[RunResult]) -> list[Block]:
         blocks += _comparison(runs)
     for index, run in enumerate(runs, start=1):
         slug = f"{index:02d}-{_slug(run.name)}"  # unique even when two names slug alike
-        blocks += [Heading(2, f"Run {run.name}")] + _training(run, slug) + _evaluations(run, slug)
+        blocks += [Heading(2, f"Run {run.name}")] + _training(run, slug)
+        blocks += _layer_similarity(run, slug) + _evaluations(run, slug)
     return blocks
 
 

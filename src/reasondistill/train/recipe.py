@@ -9,7 +9,8 @@ Run directory (``output_dir``)::
     adapter-train/       the adapter after phase 1, Train (PEFT format)
     adapter-nudge/       the adapter after phase 2, Nudge
     adapter/             the final adapter (a copy of the last phase's)
-    train_summary.json   rows, steps, tokens and minutes per phase
+    train_summary.json   rows, steps, tokens and minutes per phase (and, distilling, the
+                         layer similarity student ↔ teacher before and after training)
 """
 
 from __future__ import annotations
@@ -307,12 +308,10 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
         plan = plan_lora_targets(build_meta_model(cfg.model), cfg.lora.families,
                                  cfg.lora.target_modules, rank=cfg.lora.r)
         console.print(render_coverage_table(plan), soft_wrap=True, markup=False, highlight=False)
-        if cfg.distill.enabled:
-            from reasondistill.distill.cache import estimate_for_run
+        if cfg.distill.enabled:  # layer map, projections, aligned tokens, cache size
+            from reasondistill.distill.report import print_dry_run_plan
 
-            estimate = estimate_for_run(cfg, prepared, tokenizer)
-            if estimate:
-                console.print(estimate, highlight=False, soft_wrap=True)
+            print_dry_run_plan(cfg, prepared, tokenizer, console)
         return None
 
     if not resume and (run_dir / FINAL_ADAPTER).exists():
@@ -348,6 +347,16 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
         print_distillation_plan(distillation, console)
         if main:
             atomic_write_json(run_dir / "distill_plan.json", distillation.summary())
+    similarity = {}
+    if distillation and main:  # layer similarity student ↔ teacher (distill/similarity.py)
+        from reasondistill.distill.similarity import record_similarity, similarity_rows
+
+        held_out = similarity_rows(cfg, prepared, tokenizer, distillation)
+        measured = dict(cfg=cfg, model=model, tokenizer=tokenizer, prepared=prepared,
+                        distillation=distillation, held_out=held_out,
+                        packed=use_packing(cfg, model), console=console)
+        similarity["before"] = record_similarity(**measured, when="before",
+                                                 phase=phases[0].name, reuse=resume)
     summaries = []
     for index, phase in enumerate(phases):
         done = run_dir / phase_adapter(phase.name)
@@ -370,6 +379,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
             save_adapter(model, done)
     summary = {"phases": summaries, "bf16": bf16, "effective_batch": effective_batch(cfg),
                "train_minutes": round(sum(s["minutes"] for s in summaries), 3)}
+    if similarity.get("before") is not None:
+        similarity["after"] = record_similarity(**measured, when="after", phase=phases[-1].name)
+        summary["similarity"] = similarity
     if main:
         save_adapter(model, run_dir / FINAL_ADAPTER)
         atomic_write_json(run_dir / "train_summary.json", summary)
