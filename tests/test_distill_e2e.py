@@ -90,3 +90,30 @@ def test_a_teacher_of_another_size_trains_projections_and_lowers_both_terms(
     first, last = records[0], records[-1]
     assert last["loss_hidden"] < first["loss_hidden"]
     assert last["loss_ce"] < first["loss_ce"]
+
+
+def test_a_model_teacher_attends_within_each_packed_sequence(wider_teacher_dir):
+    """The teacher reads the student's packed row: each sequence's states must equal what it
+    gives that sequence alone (it would attend across sequences with plain SDPA)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from reasondistill.distill.layer_map import LayerMap
+    from reasondistill.distill.teacher import ModelTeacher
+    from reasondistill.train.packing import packed_forward
+
+    teacher = ModelTeacher(AutoModelForCausalLM.from_pretrained(wider_teacher_dir),
+                           LayerMap(((1, 2),)))
+    a, b = torch.arange(5, 12), torch.arange(20, 26)
+
+    def batch(ids, positions):
+        n = len(ids)
+        return {"input_ids": ids[None], "position_ids": positions[None],
+                "align_teacher_positions": torch.arange(n), "align_teacher_groups": torch.arange(n),
+                "align_groups": torch.tensor(n)}
+
+    with packed_forward([len(a), len(b)]):
+        packed = teacher.signal(batch(torch.cat([a, b]), torch.cat([torch.arange(7),
+                                                                     torch.arange(6)])))
+    alone_b = teacher.signal(batch(b, torch.arange(6)))
+    torch.testing.assert_close(packed.aligned[0][len(a):], alone_b.aligned[0], atol=1e-5, rtol=1e-4)

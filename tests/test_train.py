@@ -181,3 +181,13 @@ def test_the_run_trains_its_costliest_micro_batch_first(tmp_path, tiny_model_dir
     plain = stratified_order(["count"] * 24, 8, seed=cfg.train.seed)  # 4 per device x 2
     costs = [sum(lengths[i] for i in plain[start:start + 4]) for start in range(0, 24, 4)]
     assert (seen[0] == max(costs)) is largest_first, (seen[0], costs)
+
+
+def test_tensorboard_events_land_in_the_run_directory(tmp_path, tiny_model_dir):
+    cfg = make_config(tmp_path, tiny_model_dir, phases=["train"], hard_types=[])
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    raw["tracking"] = {"report_to": ["tensorboard"]}
+    run_training(parse_config(raw))
+    events = list((tmp_path / "run" / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert not list((tmp_path / "run" / "checkpoints").rglob("events.out.tfevents.*"))

@@ -109,10 +109,17 @@ class SelfTeacher(OnlineTeacher):
         peft_model.load_adapter(str(adapter_dir), adapter_name=TEACHER_ADAPTER,
                                 is_trainable=False)
         self.student_adapter = peft_model.active_adapter
+        # the teacher adapter's own LoRA dropout (if it was trained with one) stays off: the
+        # model is in training mode for the student, but the teacher's signal is deterministic
+        self._teacher_dropouts = [module.lora_dropout[TEACHER_ADAPTER]
+                                  for module in peft_model.modules()
+                                  if TEACHER_ADAPTER in getattr(module, "lora_dropout", {})]
 
     @contextlib.contextmanager
     def active(self):
         model = self.model
+        for dropout in self._teacher_dropouts:
+            dropout.eval()
         model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
         try:
             yield
@@ -124,6 +131,24 @@ class ModelTeacher(OnlineTeacher):
     """Another model, frozen, in eval mode."""
 
     def __init__(self, model, layer_map: LayerMap):
+        from reasondistill.train.collate import supports_packing
+        from reasondistill.train.packing import PACKED_ATTENTION
+
         model.eval()
         model.requires_grad_(False)
         super().__init__(model, layer_map)
+        # it reads packed rows when the student trains packed: attention per sequence there
+        # (outside a packed forward the packed implementation is plain SDPA)
+        self.packs = supports_packing(model)
+        if self.packs:
+            model.set_attn_implementation(PACKED_ATTENTION)
+
+    def signal(self, batch: dict, **kwargs) -> TeacherSignal:
+        from reasondistill.errors import ReasondistillError
+        from reasondistill.train.packing import packing_active
+
+        if not self.packs and packing_active():
+            raise ReasondistillError(
+                f"the teacher ({type(self.model).__name__}) has state-space or recurrent "
+                "layers and cannot read packed rows; set train.packing: false")
+        return super().signal(batch, **kwargs)

@@ -103,6 +103,11 @@ def causal_bias(n: int, groups: int, dtype: torch.dtype, device: torch.device) -
 AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
 
 
+def packing_active() -> bool:
+    """Whether a packed forward (:func:`packed_forward`) is running."""
+    return _lengths.get() is not None
+
+
 @contextlib.contextmanager
 def packed_forward(lengths: Sequence[int]):
     """Run a forward pass over a packed row of sequences of these ``lengths``."""

@@ -15,7 +15,6 @@ Run directory (``output_dir``)::
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,12 +50,17 @@ class PhasePlan:
 
 
 def world_size() -> int:
-    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    """Processes of this ``accelerate launch`` (1 for a plain run)."""
+    from accelerate import PartialState
+
+    return PartialState().num_processes
 
 
 def is_main_process() -> bool:
     """Rank 0 of an ``accelerate launch`` (or a plain run) writes files and prints."""
-    return int(os.environ.get("RANK", "0")) == 0
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def close_distributed(*, wait: bool) -> None:
@@ -140,7 +144,8 @@ def _use_bf16(cfg: RunConfig) -> bool:
 def _training_args(cfg: RunConfig, phase: PhaseSettings, checkpoint_dir: Path, bf16: bool):
     from transformers import TrainingArguments
 
-    report_to = [r for r in cfg.tracking.report_to if r != "none"] or "none"
+    # TensorBoard gets its own callback (tensorboard_callback), writing where a user looks
+    report_to = [r for r in cfg.tracking.report_to if r not in ("none", "tensorboard")] or "none"
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.train.per_device_batch_size,
@@ -167,6 +172,17 @@ def _training_args(cfg: RunConfig, phase: PhaseSettings, checkpoint_dir: Path, b
         use_cpu=not _cuda_available(),
         **_checkpointing_arg(TrainingArguments, cfg.train.gradient_checkpointing),
     )
+
+
+def tensorboard_callback(cfg: RunConfig, phase: str):
+    """TensorBoard events in ``<output_dir>/tensorboard/<phase>/`` (the Trainer's own default,
+    ``checkpoints/<phase>/runs/<date>_<host>/``, is where nobody looks), or None."""
+    if "tensorboard" not in cfg.tracking.report_to or not is_main_process():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard" / phase)))
 
 
 def _checkpointing_arg(arguments_class, enabled: bool) -> dict:
@@ -258,6 +274,9 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
         teacher=distillation.teacher if distillation else None,
     )
     trainer.add_callback(MetricsJsonl(run_dir / "metrics.jsonl", phase.name, trainer))
+    tensorboard = tensorboard_callback(cfg, phase.name)
+    if tensorboard is not None:
+        trainer.add_callback(tensorboard)
     if distillation and distillation.projections.learned:
         trainer.add_callback(SaveProjections(distillation.projections))
     for callback in callbacks:

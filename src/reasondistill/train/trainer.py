@@ -69,6 +69,9 @@ class DistillTrainer(Trainer):
         return output + torch.empty_like(output).uniform_(-1, 1) * scale
 
     def train(self, *args, **kwargs):
+        teacher_model = getattr(self.teacher, "model", None)
+        if teacher_model is not None and teacher_model is not self.accelerator.unwrap_model(self.model):
+            teacher_model.to(self.args.device)  # another model: beside the student
         with self.training_speedups():
             return super().train(*args, **kwargs)
 
