@@ -48,8 +48,8 @@ _CORPUS = [
 ]
 
 
-@functools.lru_cache(maxsize=1)
-def _build_tiny_tokenizer():
+@functools.lru_cache(maxsize=4)
+def _build_tiny_tokenizer(vocab_size: int = 400):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -57,7 +57,7 @@ def _build_tiny_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -74,9 +74,11 @@ def _build_tiny_tokenizer():
     return tok
 
 
-def tiny_tokenizer():
-    """A fresh copy of the session's tiny tokenizer (built once; copies are cheap and safe to mutate)."""
-    return copy.deepcopy(_build_tiny_tokenizer())
+def tiny_tokenizer(vocab_size: int = 400):
+    """A fresh copy of the session's tiny tokenizer (built once; copies are cheap and safe to
+    mutate). Another ``vocab_size`` trains fewer or more merges on the same corpus: a second
+    tokenizer that splits the same text differently (for cross-tokenizer alignment)."""
+    return copy.deepcopy(_build_tiny_tokenizer(vocab_size))
 
 
 TINY_KINDS = ("llama", "qwen3", "nemotron_h", "mamba2", "gpt2")
