@@ -49,18 +49,23 @@ class PhasePlan:
         return self.settings.name
 
 
-def world_size() -> int:
-    """Processes of this ``accelerate launch`` (1 for a plain run)."""
+def _state():
+    """accelerate's process state. On a machine without CUDA it must be told so: a bare
+    ``PartialState()`` under ``accelerate launch --multi_gpu`` on CPU sees one process."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState().num_processes
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def world_size() -> int:
+    """Processes of this ``accelerate launch`` (1 for a plain run)."""
+    return _state().num_processes
 
 
 def is_main_process() -> bool:
     """Rank 0 of an ``accelerate launch`` (or a plain run) writes files and prints."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    return _state().is_main_process
 
 
 def close_distributed(*, wait: bool) -> None:
