@@ -128,6 +128,17 @@ def machine_record(run_dtype=None) -> dict:
     return record
 
 
+def best_of(*records: dict) -> dict:
+    """One record from several taken in a run (before and after its work, say): each dtype's
+    highest peak. Other work on a shared machine only ever lowers a measured peak, and a low
+    peak inflates every MFU held against it."""
+    best = dict(records[-1], matmul_peak={})
+    for name in records[-1]["matmul_peak"]:
+        best["matmul_peak"][name] = max((r["matmul_peak"][name] for r in records),
+                                        key=lambda peak: peak["gflops"])
+    return best
+
+
 def peak_flops(record: dict, dtype) -> float:
     """FLOP/s of ``dtype``'s matmul peak in a :func:`machine_record`."""
     return record["matmul_peak"][dtype_name(dtype)]["gflops"] * 1e9

@@ -97,6 +97,8 @@ def main(argv=None) -> None:
           f"(train() took {row['seconds']:.1f} s); {faulted:,.0f} MiB faulted in, "
           f"{system:.1f} s of kernel time = {system / cpu:.0%} of the steps' CPU time")
     later = steps[1:]
+    if not later:  # a one-step run has nothing to hold step 1 against
+        return
     rate = sum(tokens[1:]) / sum(s["seconds"] for s in later)
     print(f"steps 2-{len(steps)}: {rate:.0f} tokens/s; step 1 took {steps[0]['seconds']:.1f} s, "
           f"{steps[0]['seconds'] - tokens[0] / rate:.1f} s more than at that rate")
