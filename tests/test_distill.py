@@ -576,6 +576,52 @@ def test_log_record_shares_sum_to_one(values):
                    Objective((("ce", 1.0),), {}).log_record({"ce": 2.0}))
 
 
+def _term_step(ce: float, hidden: float):
+    """A step whose cross-entropy and hidden term are exactly ``ce`` and ``hidden``."""
+    from reasondistill.distill.losses import StepTensors
+
+    vocab = 4
+    logits = torch.full((1, vocab), 0.0)
+    target = torch.tensor([0])
+    base = float(torch.nn.functional.cross_entropy(logits, target))  # log(4)
+    step = StepTensors(targets=target, denominator=base / ce, share=1.0, logits=logits)
+    # layernorm + mse of s against t = 2 - 2·corr; unnormalised here for an exact value
+    step.student_aligned = [torch.tensor([[hidden ** 0.5, 0.0]])]
+    step.teacher_aligned = [torch.zeros(1, 2)]
+    return step
+
+
+def test_balance_initial_makes_alpha_the_first_share_and_keeps_the_factor():
+    objective = Objective((("ce", 0.9), ("hidden", 0.1)),
+                          {"normalize": "none", "distance": "mse"}, balance="initial")
+    loss, values = objective(_term_step(ce=2.0, hidden=0.004))
+    assert values["hidden"] == pytest.approx(0.002)  # mse averages the 2 features
+    assert objective.scales == {"hidden": pytest.approx(1000.0)}
+    assert float(loss) == pytest.approx(0.9 * 2.0 + 0.1 * 2.0)
+    assert objective.log_record(values)["share_hidden"] == pytest.approx(0.1, abs=1e-4)
+    assert objective.log_record(values)["scale_hidden"] == pytest.approx(1000.0)
+    loss, values = objective(_term_step(ce=1.0, hidden=0.008))  # the factor stays
+    assert objective.scales == {"hidden": pytest.approx(1000.0)}
+    assert float(loss) == pytest.approx(0.9 * 1.0 + 0.1 * 1000.0 * 0.004)
+
+
+def test_balance_none_sums_the_raw_terms():
+    objective = Objective((("ce", 0.9), ("hidden", 0.1)),
+                          {"normalize": "none", "distance": "mse"}, balance="none")
+    loss, values = objective(_term_step(ce=2.0, hidden=0.004))
+    assert objective.scales == {}
+    assert float(loss) == pytest.approx(0.9 * 2.0 + 0.1 * 0.002)
+    assert objective.log_record(values)["share_hidden"] < 1e-3
+
+
+def test_balance_averages_the_first_values_across_processes():
+    objective = Objective((("ce", 0.9), ("hidden", 0.1)),
+                          {"normalize": "none", "distance": "mse"}, balance="initial")
+    objective(_term_step(ce=2.0, hidden=0.004),
+              mean_across_processes=lambda t: t * torch.tensor([1.0, 2.0]))  # other rank's
+    assert objective.scales == {"hidden": pytest.approx(2.0 / 0.004)}
+
+
 def test_objective_from_config_weights_the_terms():
     from reasondistill.config import DistillConfig
 

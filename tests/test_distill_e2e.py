@@ -56,6 +56,13 @@ def test_self_teacher_same_sequence_logs_every_term(tmp_path, tiny_model_dir, te
     assert records and all({"loss_ce", "loss_hidden", "share_ce", "share_hidden"} <= set(r)
                            for r in records)
     assert all(0 < r["share_hidden"] < 1 for r in records)
+    # balanced at the first micro-batch: alpha (0.1) is the hidden term's share at the start
+    factor = json.loads((tmp_path / "run" / "distill_balance.json").read_text())["hidden"]
+    assert factor > 1 and all(r["scale_hidden"] == pytest.approx(factor, rel=1e-4)
+                              for r in records)
+    assert 0.03 < records[0]["share_hidden"] < 0.3
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["balance"]["hidden"] == pytest.approx(factor)
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "run" / "adapter" / "teacher").exists()  # the student's alone
 

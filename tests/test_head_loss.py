@@ -100,7 +100,8 @@ def test_trainer_takes_the_fused_head_with_the_same_loss_and_gradients(kind, lay
     with torch.no_grad():
         torch.testing.assert_close(fused_loss, reference_loss(model, rows), rtol=1e-5,
                                    atol=1e-5)
-    monkeypatch.setattr("reasondistill.train.trainer.fused_head_applies", lambda m: False)
+    monkeypatch.setattr("reasondistill.train.trainer.DistillTrainer._head_can_fuse",
+                        lambda self, m: False)
     calls.clear()
     plain_loss, plain_grads = loss_and_grads(model, rows, tmp_path, layout)
     assert not calls

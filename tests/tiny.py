@@ -82,6 +82,9 @@ def tiny_tokenizer(vocab_size: int = 400):
 
 
 TINY_KINDS = ("llama", "qwen3", "nemotron_h", "mamba2", "gpt2")
+# The model types the training speed-ups allow-list (lean norms, fused head), each buildable
+# tiny too, so every one of them is tested against the stock path.
+SPEEDUP_KINDS = ("llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe")
 
 # NemotronH layer pattern: M = Mamba-2 mixer, * = attention, E = MoE, - = dense MLP.
 NEMOTRON_PATTERN = "M*E-ME"
@@ -98,6 +101,16 @@ def tiny_config(kind: str, tokenizer):
     if kind == "llama":
         return tf.LlamaConfig(**ids, **attention, intermediate_size=64, num_hidden_layers=2,
                               tie_word_embeddings=True)
+    if kind in ("mistral", "qwen2"):
+        config_class = tf.MistralConfig if kind == "mistral" else tf.Qwen2Config
+        return config_class(**ids, **attention, intermediate_size=64, num_hidden_layers=2,
+                            tie_word_embeddings=True)
+    if kind in ("qwen2_moe", "qwen3_moe"):
+        config_class = tf.Qwen2MoeConfig if kind == "qwen2_moe" else tf.Qwen3MoeConfig
+        extra = {"shared_expert_intermediate_size": 32} if kind == "qwen2_moe" else {"head_dim": 8}
+        return config_class(**ids, **attention, intermediate_size=64, moe_intermediate_size=16,
+                            num_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+                            tie_word_embeddings=True, **extra)
     if kind == "qwen3":
         return tf.Qwen3Config(**ids, **attention, head_dim=8, intermediate_size=64,
                               num_hidden_layers=2, tie_word_embeddings=True)
@@ -132,15 +145,16 @@ def tiny_model(kind: str, tokenizer, *, seed: int = 0, dtype: torch.dtype = torc
 
 def tiny_lora_model(kind: str = "llama", *, alpha: int = 8, dropout: float = 0.0,
                     b_std: float = 0.02, dtype: torch.dtype = torch.float32):
-    """A tiny model of ``kind`` with rank-4 LoRA on attention and MLP, in eval mode (no model
+    """A tiny model of ``kind`` with rank-4 LoRA on attention and MLP (MoE experts for
+    ``*_moe`` kinds), in eval mode (no model
     dropout: GPT-2 has some). LoRA's B starts at zero, which would hide the update and give A
     no gradient, so it is drawn from N(0, ``b_std``)."""
     from reasondistill.config import LoraConfig
     from reasondistill.lora import apply_lora
 
+    families = ["attention", "moe" if kind.endswith("_moe") else "mlp"]
     model, _ = apply_lora(tiny_model(kind, tiny_tokenizer(), dtype=dtype),
-                          LoraConfig(r=4, alpha=alpha, dropout=dropout,
-                                     families=["attention", "mlp"]))
+                          LoraConfig(r=4, alpha=alpha, dropout=dropout, families=families))
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=b_std)

@@ -177,6 +177,11 @@ class DistillConfig(Section):
     tokens: Literal["same_sequence", "answer_anchor"] = "same_sequence"
     normalize: Literal["none", "layernorm", "teacher_std"] = "layernorm"
     distance: Literal["mse", "cosine", "smooth_l1"] = "mse"
+    # initial: each extra term is rescaled, once, by L_task/L_term measured on the first
+    # micro-batch, so α (and β) are the terms' shares of the loss at the start: a hidden
+    # term 100x smaller than the cross-entropy still moves the student at α = 0.1.
+    # none: the raw sum.
+    balance: Literal["initial", "none"] = "initial"
     projection: Literal["auto", "always"] = "auto"  # auto: only where hidden sizes differ
     kd: KDConfig = KDConfig()
     similarity_rows: int = Field(32, ge=0)  # held-out rows for layer similarity (0 = off)

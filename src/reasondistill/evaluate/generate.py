@@ -367,6 +367,10 @@ class TransformersBackend:
         self.chunk_tokens, self.compact_at = chunk_tokens, compact_at
         self.prefill_rows = prefill_rows
         self.eos_ids = eos_token_ids(model, tokenizer)
+        from reasondistill.speedups import usable
+
+        # the preallocated, compacted cache reaches into transformers' cache internals
+        self.cache_surgery = usable("kv_cache", model)
         if not self.eos_ids:
             raise ReasondistillError("the tokenizer and model define no EOS token; cannot stop")
         pad = tokenizer.pad_token_id
@@ -420,7 +424,8 @@ class TransformersBackend:
 
     def _run(self, rows: list[RowProgress], input_ids: torch.Tensor, mask: torch.Tensor) -> None:
         """Drive ``generate`` until every row has stopped or used ``max_new_tokens``."""
-        cache = compactable_cache(self.model, input_ids.shape[1] + self.max_new_tokens)
+        cache = (compactable_cache(self.model, input_ids.shape[1] + self.max_new_tokens)
+                 if self.cache_surgery else None)
         if cache is not None and len(rows) > self.prefill_rows:
             prefill_in_groups(self.model, cache, input_ids, mask, self.prefill_rows)
         live = list(range(len(rows)))  # which rows the current batch holds, in order

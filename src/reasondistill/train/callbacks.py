@@ -35,7 +35,7 @@ class MetricsJsonl(TrainerCallback):
                   "epoch": round(state.epoch or 0.0, 4)}
         for key, value in logs.items():  # the objective's terms: loss_<term>, share_<term>
             if key in ("loss", "learning_rate", "grad_norm", "train_loss", "train_runtime") or (
-                    key.startswith(("loss_", "share_"))):
+                    key.startswith(("loss_", "share_", "scale_"))):
                 record[key] = float(value)
         record["tokens_per_s"] = round((tokens - self._last_tokens) * world / elapsed, 1)
         record["tokens_seen"] = tokens * world
@@ -58,3 +58,17 @@ class SaveProjections(TrainerCallback):
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             self.projections.save(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+
+
+class SaveBalance(TrainerCallback):
+    """Writes the objective's balancing factors (``distill.balance: initial``) into the run
+    directory once they are measured, so a resumed run and later phases use the same."""
+
+    def __init__(self, objective, path: Path) -> None:
+        self.objective, self.path = objective, Path(path)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.objective.scales and not self.path.exists():
+            from reasondistill.io import atomic_write_json
+
+            atomic_write_json(self.path, self.objective.scales)

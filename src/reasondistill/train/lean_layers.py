@@ -23,6 +23,7 @@ forward as ``LlamaRMSNorm``, checked class by class); anything else keeps its ow
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 
 import torch
@@ -43,12 +44,18 @@ LLAMA_STYLE_NORMS = {
 @contextlib.contextmanager
 def lean_norms(model):
     """Inside, the Llama-style RMSNorms of ``model`` keep less for the backward pass.
-    Yields the number of norms switched."""
-    norm_class = _known_norm_class(model)
-    norms = [module for module in model.modules()
-             if norm_class is not None and type(module) is norm_class]
-    with swapped_forwards(norms, _norm_forward) as count:
+    Yields the number of norms switched. Callers check
+    :func:`reasondistill.speedups.usable` ``("lean_norms", model)`` first."""
+    with swapped_forwards(known_norms(model), _norm_forward) as count:
         yield count
+
+
+def known_norms(model) -> list:
+    """The norms of ``model`` whose class is the allow-listed Llama-style one."""
+    norm_class = _known_norm_class(model)
+    if norm_class is None:
+        return []
+    return [module for module in model.modules() if type(module) is norm_class]
 
 
 def _known_norm_class(model):
@@ -117,7 +124,19 @@ class _SoftmaxTo(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (probabilities,) = ctx.saved_tensors
-        # one fused pass that accumulates in float32 and writes the probabilities' dtype
-        grad_scores = torch.ops.aten._softmax_backward_data(
-            grad.to(probabilities.dtype), probabilities, -1, probabilities.dtype)
+        grad = grad.to(probabilities.dtype)
+        if _private_softmax_backward():
+            # one fused pass that accumulates in float32 and writes the probabilities' dtype
+            grad_scores = torch.ops.aten._softmax_backward_data(
+                grad, probabilities, -1, probabilities.dtype)
+        else:  # the same formula in public ops, in float32
+            p32, g32 = probabilities.float(), grad.float()
+            grad_scores = p32 * (g32 - (g32 * p32).sum(-1, keepdim=True))
         return grad_scores.to(ctx.scores_dtype), None
+
+
+@functools.lru_cache(maxsize=1)
+def _private_softmax_backward() -> bool:
+    from reasondistill.speedups import usable
+
+    return usable("softmax_backward")

@@ -24,13 +24,18 @@ from reasondistill.train.forward_swap import swapped_forwards
 
 @contextlib.contextmanager
 def fused_lora_linears(model):
-    """Inside, the plain LoRA linears of ``model`` add their update with one ``addmm``."""
+    """Inside, the plain LoRA linears of ``model`` add their update with one ``addmm``.
+    Callers check :func:`reasondistill.speedups.usable` ``("fused_lora", model)`` first."""
+    with swapped_forwards(plain_lora_linears(model), _fused_forward) as count:
+        yield count
+
+
+def plain_lora_linears(model) -> list:
+    """The LoRA linears of ``model`` that take the fused path."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
-    plain = [module for module in model.modules()
-             if isinstance(module, LoraLinear) and _single_plain_adapter(module) is not None]
-    with swapped_forwards(plain, _fused_forward) as count:
-        yield count
+    return [module for module in model.modules()
+            if isinstance(module, LoraLinear) and _single_plain_adapter(module) is not None]
 
 
 def _single_plain_adapter(module) -> str | None:

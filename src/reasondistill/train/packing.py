@@ -127,6 +127,18 @@ def packed_forward(lengths: Sequence[int]):
 
 
 @contextlib.contextmanager
+def outside_packed_forward():
+    """Inside, attention is plain SDPA again even within a packed forward (for the
+    speed-ups' self-checks, which run their own tiny forwards)."""
+    lengths_token, calls_token = _lengths.set(None), _calls.set(None)
+    try:
+        yield
+    finally:
+        _lengths.reset(lengths_token)
+        _calls.reset(calls_token)
+
+
+@contextlib.contextmanager
 def packed_attention(model):
     """Switch ``model`` to the packed attention for the duration of training."""
     previous = model.config._attn_implementation

@@ -11,10 +11,12 @@ Run directory (``output_dir``)::
     adapter/             the final adapter (a copy of the last phase's)
     train_summary.json   rows, steps, tokens and minutes per phase (and, distilling, the
                          layer similarity student ↔ teacher before and after training)
+    distill_balance.json distilling: the objective's balancing factors, measured at step 1
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from reasondistill.train.phases import PhaseSettings, resolve_phase
 from reasondistill.train.trainer import optimizer_steps
 
 FINAL_ADAPTER = "adapter"
+BALANCE_FILE = "distill_balance.json"  # the objective's balancing factors (distill.balance)
 
 
 def phase_adapter(phase: str) -> str:
@@ -127,15 +130,18 @@ def phase_table(cfg: RunConfig, phases: list[PhasePlan]) -> Table:
 
 
 def use_packing(cfg: RunConfig, model) -> bool:
+    """Packed rows where the model allows them and the packed attention passes its contract
+    check (:mod:`reasondistill.speedups`); padded rows otherwise."""
+    from reasondistill.speedups import usable
     from reasondistill.train.collate import supports_packing
 
     if cfg.train.packing == "auto":
-        return supports_packing(model)
+        return supports_packing(model) and usable("packed_attention", model)
     if cfg.train.packing and not supports_packing(model):
         raise ReasondistillError(
             f"train.packing is true but {type(model).__name__} has state-space/recurrent "
             "layers that would carry state across packed sequences; use packing: auto")
-    return bool(cfg.train.packing)
+    return bool(cfg.train.packing) and usable("packed_attention", model)
 
 
 def _use_bf16(cfg: RunConfig) -> bool:
@@ -248,7 +254,7 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
               *, resume: bool, bf16: bool, console: Console, callbacks=(),
               distillation=None) -> dict:
     from reasondistill.data.sampling import OrderedSampler
-    from reasondistill.train.callbacks import MetricsJsonl, SaveProjections
+    from reasondistill.train.callbacks import MetricsJsonl, SaveBalance, SaveProjections
     from reasondistill.train.collate import DistillCollator, PackedCollator, PaddedCollator
     from reasondistill.train.trainer import DistillTrainer
 
@@ -284,6 +290,8 @@ def run_phase(cfg: RunConfig, model, tokenizer, phase: PhasePlan, rows_by_id: di
         trainer.add_callback(tensorboard)
     if distillation and distillation.projections.learned:
         trainer.add_callback(SaveProjections(distillation.projections))
+    if distillation and distillation.objective.balance == "initial":
+        trainer.add_callback(SaveBalance(distillation.objective, run_dir / BALANCE_FILE))
     for callback in callbacks:
         trainer.add_callback(callback)
     learned = distillation is not None and distillation.projections.learned
@@ -350,8 +358,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         atomic_write_json(run_dir / "data_report.json", prepared.report)
-        if not resume and (run_dir / "metrics.jsonl").exists():
-            (run_dir / "metrics.jsonl").unlink()
+        if not resume:  # a fresh run: nothing of an earlier, unfinished one is reused
+            for stale in ("metrics.jsonl", BALANCE_FILE):
+                (run_dir / stale).unlink(missing_ok=True)
 
     bf16 = _use_bf16(cfg)
     model, tokenizer = load_model(cfg.model, dtype="bfloat16" if bf16 else "float32")
@@ -369,6 +378,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
         distillation = prepare_distillation(cfg.distill, cfg.format, model, tokenizer, prepared,
                                             teacher_source=cached_teacher)
         print_distillation_plan(distillation, console)
+        if resume and (run_dir / BALANCE_FILE).is_file():  # the factors of the first step
+            distillation.objective.scales.update(json.loads((run_dir / BALANCE_FILE).read_text()))
         if main:
             atomic_write_json(run_dir / "distill_plan.json", distillation.summary())
     similarity = {}
@@ -403,6 +414,8 @@ def run_training(cfg: RunConfig, *, resume: bool = False, dry_run: bool = False,
             save_adapter(model, done)
     summary = {"phases": summaries, "bf16": bf16, "effective_batch": effective_batch(cfg),
                "train_minutes": round(sum(s["minutes"] for s in summaries), 3)}
+    if distillation and distillation.objective.scales:
+        summary["balance"] = dict(distillation.objective.scales)
     if similarity.get("before") is not None:
         similarity["after"] = record_similarity(**measured, when="after", phase=phases[-1].name)
         summary["similarity"] = similarity

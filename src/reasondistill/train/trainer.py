@@ -27,11 +27,7 @@ from transformers import Trainer
 from reasondistill.distill.losses import StepTensors
 from reasondistill.distill.objective import Objective
 from reasondistill.tokenize import IGNORE_INDEX
-from reasondistill.train.head_loss import (
-    fused_head_applies,
-    head_returns_hidden_states,
-    kept_chunk_buffers,
-)
+from reasondistill.train.head_loss import head_returns_hidden_states, kept_chunk_buffers
 
 
 class DistillTrainer(Trainer):
@@ -50,6 +46,7 @@ class DistillTrainer(Trainer):
         # loss kwargs; it then skips its own division by the accumulation steps.
         self.model_accepts_loss_kwargs = True
         self._position_seq_lengths: torch.Tensor | None = None
+        self._fused_head: bool | None = None  # decided once, against the head's contract
         self._neftune_handle = None
         if neftune_alpha > 0:
             embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
@@ -86,24 +83,40 @@ class DistillTrainer(Trainer):
         inside one ``addmm`` (:mod:`.lora_fused`). Llama-style RMSNorms keep less for the
         backward pass (:mod:`.lean_layers`). The fused head keeps its chunk buffers from step
         to step (:func:`.head_loss.kept_chunk_buffers`).
+        Each is checked against its contract first (:mod:`reasondistill.speedups`); one that
+        fails its check is left out with a warning and the stock path runs.
         """
-        from peft.helpers import disable_input_dtype_casting
-
+        from reasondistill.speedups import usable
         from reasondistill.train.collate import packs_rows
         from reasondistill.train.lean_layers import lean_norms
         from reasondistill.train.lora_fused import fused_lora_linears
         from reasondistill.train.packing import packed_attention
 
         model = self.accelerator.unwrap_model(self.model)
+        self._fused_head = self._head_can_fuse(model)
         with contextlib.ExitStack() as stack:
             if packs_rows(self.data_collator):
+                # the recipe chose packing only after usable("packed_attention") said yes
                 stack.enter_context(packed_attention(model))
-            if self.args.bf16:
+            if self.args.bf16 and usable("peft_input_cast", model):
+                from peft.helpers import disable_input_dtype_casting
+
                 stack.enter_context(disable_input_dtype_casting(model))
-            stack.enter_context(fused_lora_linears(model))
-            stack.enter_context(lean_norms(model))
+            if usable("fused_lora", model):
+                stack.enter_context(fused_lora_linears(model))
+            if usable("lean_norms", model):
+                stack.enter_context(lean_norms(model))
             stack.enter_context(kept_chunk_buffers())
             yield
+
+    def _head_can_fuse(self, unwrapped) -> bool:
+        """Sharded engines (FSDP, DeepSpeed ZeRO-3) gather the head's weight only inside its
+        own forward, so they keep the unfused path; elsewhere the fused head's contract
+        decides."""
+        from reasondistill.speedups import usable
+
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        return not sharded and usable("fused_head", unwrapped)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         lengths = inputs.pop("sequence_lengths", None)
@@ -137,10 +150,9 @@ class DistillTrainer(Trainer):
                 {**inputs, **distill}, final_positions=kept_positions if objective.needs("teacher_final") else None)
         self._position_seq_lengths = inputs.pop("position_seq_lengths", None)
         unwrapped = self.accelerator.unwrap_model(model)
-        # Sharded engines (FSDP, DeepSpeed ZeRO-3) gather the head's weight only inside its own
-        # forward, so they keep the unfused path.
-        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
-        fused = not return_outputs and not sharded and fused_head_applies(unwrapped)
+        if self._fused_head is None:  # compute_loss called outside train()
+            self._fused_head = self._head_can_fuse(unwrapped)
+        fused = not return_outputs and self._fused_head
         needs_states = objective.needs("student_aligned") or (
             objective.needs("final_hidden") and not fused)
         head_context = head_returns_hidden_states(unwrapped) if fused else contextlib.nullcontext()
@@ -160,7 +172,8 @@ class DistillTrainer(Trainer):
                 step.head_weight = head.weight
         if signal is not None:
             self._fill_alignment(step, outputs, distill, signal, unwrapped)
-        loss, values = objective(step)
+        loss, values = objective(step, mean_across_processes=(
+            self._mean_across_processes if self.accelerator.num_processes > 1 else None))
         for name, value in values.items():
             self._term_sums[name] = self._term_sums.get(name, 0.0) + value
         self._term_micro_batches += 1
@@ -186,6 +199,9 @@ class DistillTrainer(Trainer):
                                         else pooled)
         step.teacher_aligned = signal.aligned
         step.teacher_final, step.teacher_head_weight = signal.final, signal.head_weight
+
+    def _mean_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor.to(self.args.device), reduction="mean").cpu()
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """Adds each objective term's mean over the logging window (and its share of the
