@@ -6,7 +6,6 @@ check fail, one warning line names the speed-up, and the loss, the generation or
 training run is the stock path's.
 """
 
-import logging
 
 import pytest
 import torch
