@@ -122,6 +122,24 @@ def test_a_type_off_the_allow_list_is_not_a_failure(caplog):
     assert warnings_of(caplog) == []
 
 
+def test_a_bf16_run_keeps_every_speed_up(rows, tmp_path, caplog):
+    # checked as training runs: bf16 base, fp32 adapters, autocast, PEFT's casts off
+    from transformers import TrainingArguments
+
+    from reasondistill.train.trainer import DistillTrainer
+
+    model = tiny_lora_model("llama", dtype=torch.bfloat16)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                             bf16=True, max_steps=1, per_device_train_batch_size=2,
+                             save_strategy="no")
+    dataset = [{"input_ids": r.input_ids, "labels": r.labels} for r in rows]
+    trainer = DistillTrainer(model=model, args=args, train_dataset=dataset,
+                             data_collator=PackedCollator())
+    trainer.train()
+    assert trainer._fused_head and trainer.state.global_step == 1
+    assert warnings_of(caplog) == []
+
+
 # --- a simulated change of each library structure: fall back, warn once, same numbers -------
 
 def break_packed_attention(monkeypatch, model):

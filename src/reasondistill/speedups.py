@@ -181,8 +181,13 @@ def _check_fused_lora(model) -> None:
     weight = module.get_base_layer().weight
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(3, weight.shape[1], generator=generator).to(weight.device, weight.dtype)
-    _assert_close(_fused_forward(module, x), type(module).forward(module, x), weight.dtype,
-                  "fused LoRA forward")
+    # as training runs it: a base in half precision under autocast, fp32 LoRA weights
+    half = weight.dtype in (torch.bfloat16, torch.float16)
+    regime = (torch.autocast(weight.device.type, dtype=weight.dtype) if half
+              else contextlib.nullcontext())
+    with regime:
+        fused, stock = _fused_forward(module, x), type(module).forward(module, x)
+    _assert_close(fused, stock, weight.dtype, "fused LoRA forward")
 
 
 # --- lean RMSNorm (train/lean_layers.py) ------------------------------------------------------

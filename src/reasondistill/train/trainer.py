@@ -93,18 +93,21 @@ class DistillTrainer(Trainer):
         from reasondistill.train.packing import packed_attention
 
         model = self.accelerator.unwrap_model(self.model)
+        # every check runs on the stock model, before any speed-up is switched on
         self._fused_head = self._head_can_fuse(model)
+        cast_switch = self.args.bf16 and usable("peft_input_cast", model)
+        fused_lora, lean = usable("fused_lora", model), usable("lean_norms", model)
         with contextlib.ExitStack() as stack:
             if packs_rows(self.data_collator):
                 # the recipe chose packing only after usable("packed_attention") said yes
                 stack.enter_context(packed_attention(model))
-            if self.args.bf16 and usable("peft_input_cast", model):
+            if cast_switch:
                 from peft.helpers import disable_input_dtype_casting
 
                 stack.enter_context(disable_input_dtype_casting(model))
-            if usable("fused_lora", model):
+            if fused_lora:
                 stack.enter_context(fused_lora_linears(model))
-            if usable("lean_norms", model):
+            if lean:
                 stack.enter_context(lean_norms(model))
             stack.enter_context(kept_chunk_buffers())
             yield
