@@ -1,5 +1,5 @@
 """The command line: one command per stage (data, cache, train, eval, report, export, puzzles,
-demo).
+sweep, demo).
 
 Every command turns a :class:`ReasondistillError` into one red line on stderr and exit code 2;
 a traceback means a bug in reasondistill, never bad input.
@@ -219,6 +219,23 @@ def puzzles_command(
     counts = Counter(e.type for e in examples)
     out.print(f"wrote {len(examples)} problems to {out_path}: "
               + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@command("sweep")
+def sweep_command(
+    sweep_file: Path = typer.Argument(..., help="YAML sweep file (base, set, arms, grid, seeds)"),
+    print_commands: bool = typer.Option(False, "--print-commands", help="print each point "
+                                        "as standalone commands instead of running it"),
+    collect: bool = typer.Option(False, "--collect", help="run nothing: gather finished "
+                                 "points into results.json and write the report"),
+    only: str | None = typer.Option(None, "--only", help="run only the points whose name "
+                                    "matches this regular expression"),
+):
+    """Run a grid of configs x seeds as resumable runs; results.json and a report."""
+    from reasondistill.sweep import run_sweep
+
+    run_sweep(sweep_file, console=out, print_commands=print_commands, collect=collect,
+              only=only)
 
 
 @command("demo")

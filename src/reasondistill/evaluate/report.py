@@ -572,13 +572,19 @@ def write_report(run_dirs: list[Path], out_dir: Path, *,
     if not run_dirs:
         raise ReasondistillError("no run directories given to report on")
     runs = [load_run(Path(d), name) for d, name in zip(run_dirs, _run_names(list(run_dirs)))]
-    blocks = build_report(runs)
-    out_dir = Path(out_dir)
+    return write_blocks(build_report(runs), Path(out_dir), title="reasondistill report",
+                        plot_dir=plot_dir)
+
+
+def write_blocks(blocks: list[Block], out_dir: Path, *, title: str,
+                 plot_dir: str = "plots") -> tuple[Path, Path]:
+    """Each figure as ``<plot_dir>/<name>.png``, then ``report.md`` and a self-contained
+    ``report.html``, all atomically; returns ``(md_path, html_path)``."""
     (out_dir / plot_dir).mkdir(parents=True, exist_ok=True)
     for block in blocks:
         if isinstance(block, Figure):
             atomic_write_bytes(out_dir / plot_dir / block.filename, block.png)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md_path, to_markdown(blocks, plot_dir))
-    atomic_write_text(html_path, to_html(blocks, "reasondistill report"))
+    atomic_write_text(html_path, to_html(blocks, title))
     return md_path, html_path
