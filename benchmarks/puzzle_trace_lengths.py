@@ -1,6 +1,7 @@
-"""Token lengths of the puzzle suite's teacher completions, per type and level.
+"""Token lengths of the puzzle suite's teacher completions, per type, trace style and level.
 
-For every family and level this generates ``--n`` problems, renders the assistant
+For every family, trace style it writes (compact; stepwise where written) and level this
+generates ``--n`` problems, renders the assistant
 completion exactly as training sees it (``assistant_completion``: trace + ``</think>`` +
 boxed answer), tokenizes it with the SmolLM2-135M-Instruct tokenizer and prints
 mean / p50 / p90 / max tokens (prompt tokens alongside). ``DEFAULT_LEVELS`` in
@@ -63,30 +64,33 @@ def measure(tokenizer, n: int, seed: int) -> list[dict]:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     for family in FAMILIES:
-        for level in FAMILY_MODULES[family].LEVELS:
-            examples = generate_puzzles(n, seed=seed, families=[family], level=level)
-            for type_ in sorted({e.type for e in examples}):
-                group = [e for e in examples if e.type == type_]
-                completions = [count(assistant_completion(e)) for e in group]
-                prompts = [count(e.prompt) for e in group]
-                rows.append({
-                    "type": type_, "level": level, "n": len(group),
-                    "default": DEFAULT_LEVELS[family] == level,
-                    "completion_tokens": summarize(completions),
-                    "prompt_tokens_mean": round(statistics.fmean(prompts), 1),
-                })
+        for style in FAMILY_MODULES[family].STYLES:
+            for level in FAMILY_MODULES[family].LEVELS:
+                examples = generate_puzzles(n, seed=seed, families=[family], level=level,
+                                            style=style)
+                for type_ in sorted({e.type for e in examples}):
+                    group = [e for e in examples if e.type == type_]
+                    completions = [count(assistant_completion(e)) for e in group]
+                    prompts = [count(e.prompt) for e in group]
+                    rows.append({
+                        "type": type_, "style": style, "level": level, "n": len(group),
+                        "default": DEFAULT_LEVELS[family] == level,
+                        "completion_tokens": summarize(completions),
+                        "prompt_tokens_mean": round(statistics.fmean(prompts), 1),
+                    })
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'type':<24} {'level':>5} {'mean':>7} {'p50':>5} {'p90':>5} {'max':>5} {'prompt':>7}"
+    header = (f"{'type':<24} {'style':<9} {'level':>5} {'mean':>7} {'p50':>5} {'p90':>5} "
+              f"{'max':>5} {'prompt':>7}")
     print(header)
     print("-" * len(header))
     for row in rows:
         t = row["completion_tokens"]
         mark = " *" if row["default"] else ""
-        print(f"{row['type']:<24} {row['level']:>5} {t['mean']:>7} {t['p50']:>5} {t['p90']:>5} "
-              f"{t['max']:>5} {row['prompt_tokens_mean']:>7}{mark}")
+        print(f"{row['type']:<24} {row['style']:<9} {row['level']:>5} {t['mean']:>7} "
+              f"{t['p50']:>5} {t['p90']:>5} {t['max']:>5} {row['prompt_tokens_mean']:>7}{mark}")
     print("(tokens of the assistant completion; prompt = mean prompt tokens; * = default level)")
 
 

@@ -34,6 +34,7 @@ from reasondistill.data.puzzles import (
     generate_puzzles,
     gravity,
     make_puzzle,
+    numeral,
     solve,
     solve_from_prompt,
     unit_conversion,
@@ -403,3 +404,80 @@ def test_the_suite_imports_without_torch():
             "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the stepwise trace style -------------------------------------------------------------------
+
+STEPWISE_FAMILIES = [f for f in FAMILIES if "stepwise" in FAMILY_MODULES[f].STYLES]
+# a column of a sum, a difference or a product: only one-digit numbers and a carry
+COLUMN = re.compile(r"^(ones|tens|hundreds|thousands|ten-thousands): ")
+DIGIT_OPERATION = re.compile(r"(\d+) ?([+\-*<]) ?(\d+)")
+
+
+def test_stepwise_is_written_for_three_families_and_refused_elsewhere():
+    assert STEPWISE_FAMILIES == ["numeral", "cipher", "equation_numeric"]
+    with pytest.raises(ConfigError, match="not written for gravity.*numeral, cipher"):
+        generate_puzzles(4, families=["gravity", "numeral"], style="stepwise")
+
+
+@pytest.mark.parametrize("family", ["numeral", "cipher", "equation_numeric"])
+def test_stepwise_traces_solve_the_same_problems_from_their_prompts(family):
+    levels = FAMILY_MODULES[family].LEVELS
+    for level in levels:
+        compact = generate_puzzles(120, seed=5, families=[family], level=level)
+        stepwise = generate_puzzles(120, seed=5, families=[family], level=level,
+                                    style="stepwise")
+        assert [(e.id, e.prompt, e.answer) for e in stepwise] == \
+            [(e.id, e.prompt, e.answer) for e in compact]
+        for e, c in zip(stepwise, compact):
+            assert e.meta["trace_style"] == "stepwise" and e.trace != c.trace
+            assert answer_in_trace(e.trace) == e.answer, e.id
+            assert solve(e) == (e.trace, e.answer), e.id  # from the prompt text alone
+            assert oracle(e) == e.answer
+
+
+def test_stepwise_arithmetic_never_leaps():
+    """Every column line of a stepwise equation trace works on one-digit numbers (plus a
+    carry or a borrowed 1x): no multi-digit result is stated without its columns."""
+    columns = 0
+    for e in generate_puzzles(200, seed=3, families=["equation_numeric"], style="stepwise"):
+        for line in e.trace.splitlines():
+            if COLUMN.match(line):
+                columns += 1
+                for a, _, b in DIGIT_OPERATION.findall(line.split(": ", 1)[1]):
+                    assert len(a) <= 2 and len(b) == 1, (e.id, line)
+                    assert len(a) == 1 or a.startswith("1"), (e.id, line)
+            if " digit): " in line:  # a partial product, digit by digit
+                for a, _, b in DIGIT_OPERATION.findall(line.split(": ", 1)[1].split(" -> ")[0]):
+                    assert len(a) == 1 and len(b) == 1, (e.id, line)
+    assert columns > 1000
+
+
+def test_stepwise_candidates_are_tried_and_rejected_in_order():
+    e = generate_puzzles(1, seed=0, families=["equation_numeric"], style="stepwise")[0]
+    tried = [line.split(" on ")[0][4:] for line in e.trace.splitlines()
+             if line.startswith("Try ")]
+    rejected = [line for line in e.trace.splitlines() if ", so '" in line and " is not " in line]
+    assert tried[0] == "add" and rejected  # the first problem's rule is not add
+    assert e.trace.index(rejected[0]) < e.trace.index("So '")
+
+
+def test_stepwise_cipher_reads_each_letter_off_an_example():
+    e = generate_puzzles(1, seed=0, families=["cipher"], level=2, style="stepwise")[0]
+    examples = [line.split(" -> ") for line in e.prompt.splitlines()[2:-1]]
+    looked_up = re.findall(r"^(\w): (\w+)=(\w+), letter (\d+) -> (\w)$", e.trace, re.M)
+    assert looked_up
+    for letter, cipher_word, plain_word, place, plain in looked_up:
+        assert any(cipher_word in c.split() and plain_word in p.split() for c, p in examples)
+        assert cipher_word[int(place) - 1] == letter and plain_word[int(place) - 1] == plain
+
+
+def test_stepwise_numeral_builds_each_place_from_its_symbols():
+    trace, answer = numeral.solve_from_prompt(
+        "In Alice's Wonderland, numbers are secretly converted into a different numeral "
+        "system.\nHere are some examples:\n12 -> XII\n40 -> XL\n"
+        "Now, write this number in the Wonderland numeral system: 1994", "stepwise")
+    assert answer == "MCMXCIV"
+    assert trace.splitlines()[1:5] == [
+        "thousands digit 1: 1 times M = M", "hundreds digit 9: 10 - 1, C before M = CM",
+        "tens digit 9: 10 - 1, X before C = XC", "ones digit 4: 5 - 1, I before V = IV"]

@@ -207,6 +207,8 @@ def puzzles_command(
     out_path: Path = typer.Option(..., "--out", help="JSONL file to write"),
     families: list[str] | None = typer.Option(None, "--families", help="repeat or comma-separate"),
     level: int | None = typer.Option(None, "--level", min=1),
+    trace_style: str = typer.Option("compact", "--trace-style",
+                                    help="compact, or stepwise (numeral, cipher, equation_numeric)"),
 ):
     """Generate the built-in reasoning puzzle suite as a JSONL dataset."""
     from collections import Counter
@@ -214,7 +216,9 @@ def puzzles_command(
     from reasondistill.data.puzzles import generate_puzzles, write_jsonl
 
     names = [f.strip() for item in families or [] for f in item.split(",") if f.strip()] or None
-    examples = generate_puzzles(n, seed=seed, families=names, level=level)
+    if trace_style not in ("compact", "stepwise"):
+        raise ReasondistillError(f"--trace-style {trace_style!r}: choose compact or stepwise")
+    examples = generate_puzzles(n, seed=seed, families=names, level=level, style=trace_style)
     write_jsonl(examples, out_path)
     counts = Counter(e.type for e in examples)
     out.print(f"wrote {len(examples)} problems to {out_path}: "

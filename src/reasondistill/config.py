@@ -45,6 +45,10 @@ class PuzzleSourceConfig(Section):
     seed: int = 0
     families: list[str] | None = None
     level: int | None = None
+    # compact: each result and rule in one line (`15*89 = 1335`); stepwise: every line a
+    # step a small model can compute (arithmetic column by column, candidate rules checked
+    # and rejected, letters read off the examples) — numeral, cipher, equation_numeric
+    trace_style: Literal["compact", "stepwise"] = "compact"
 
 
 class DataConfig(Section):

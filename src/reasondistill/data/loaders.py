@@ -102,7 +102,8 @@ def _puzzles(cfg: DataConfig) -> Source:
     from reasondistill.data.puzzles import generate_puzzles
 
     p = cfg.puzzles
-    examples = generate_puzzles(n=p.n, seed=p.seed, families=p.families, level=p.level)
+    examples = generate_puzzles(n=p.n, seed=p.seed, families=p.families, level=p.level,
+                                style=p.trace_style)
     rows = (Row(index, example) for index, example in enumerate(examples))
     return Source(f"puzzles (n={p.n}, seed={p.seed})", rows, _as_example)
 

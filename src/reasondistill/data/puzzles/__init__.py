@@ -60,15 +60,26 @@ __all__ = ["FAMILIES", "TYPES", "HARD_TYPES", "DEFAULT_LEVELS", "Ambiguous", "Pr
 
 
 def generate_puzzles(n: int, seed: int = 0, families: list[str] | None = None,
-                     level: int | None = None) -> list[Example]:
+                     level: int | None = None, style: str = "compact") -> list[Example]:
     """``n`` problems spread evenly (round-robin, in :data:`FAMILIES` order) over ``families``
-    (default: all), at ``level`` for every family or each family's :data:`DEFAULT_LEVELS`."""
+    (default: all), at ``level`` for every family or each family's :data:`DEFAULT_LEVELS`,
+    with traces in ``style``. The problems do not depend on the style, only their traces."""
     if n < 0:
         raise ConfigError(f"the number of puzzles must be >= 0, got {n}")
     names = select_families(families)
+    check_style(names, style)
     levels = {name: resolve_level(name, level) for name in names}
     dealt = [(names[i % len(names)], i // len(names)) for i in range(n)]
-    return [make_puzzle(family, seed, index, levels[family]) for family, index in dealt]
+    return [make_puzzle(family, seed, index, levels[family], style) for family, index in dealt]
+
+
+def check_style(families: list[str], style: str) -> None:
+    missing = [name for name in families if style not in FAMILY_MODULES[name].STYLES]
+    if missing:
+        written = [name for name in FAMILIES if style in FAMILY_MODULES[name].STYLES]
+        raise ConfigError(f"trace_style {style!r} is not written for {', '.join(missing)}; "
+                          f"it is for: {', '.join(written) or 'no family'} (choose those "
+                          "families, or trace_style: compact)")
 
 
 def select_families(families: list[str] | None) -> list[str]:
@@ -97,8 +108,10 @@ def resolve_level(family: str, level: int | None) -> int:
     return level
 
 
-def make_puzzle(family: str, seed: int, index: int, level: int) -> Example:
-    """Problem ``index`` of ``family``: drawn from its own stream, solved from its prompt."""
+def make_puzzle(family: str, seed: int, index: int, level: int,
+                style: str = "compact") -> Example:
+    """Problem ``index`` of ``family``: drawn from its own stream, solved from its prompt.
+    Ambiguity is decided by the compact solver, so every style gets the same problems."""
     module = FAMILY_MODULES[family]
     variant = module.VARIANTS[index % len(module.VARIANTS)]
     rng = random.Random(f"reasondistill-puzzles:{family}:{level}:{seed}:{index}")
@@ -108,6 +121,8 @@ def make_puzzle(family: str, seed: int, index: int, level: int) -> Example:
             trace, answer = module.solve_from_prompt(draft.prompt)
         except Ambiguous:
             continue
+        if style != "compact":
+            trace, answer = module.solve_from_prompt(draft.prompt, style)
         if answer != draft.answer:
             raise RuntimeError(f"{family} solver answered {answer!r} but the hidden rule "
                                f"({draft.rule}) gives {draft.answer!r}:\n{draft.prompt}")
@@ -119,7 +134,7 @@ def make_puzzle(family: str, seed: int, index: int, level: int) -> Example:
             type=f"{family}_{variant}" if variant else family,
             difficulty=str(level),
             meta={"family": family, "level": level, "seed": seed, "index": index,
-                  "hidden_rule": draft.rule, "draws": draws},
+                  "hidden_rule": draft.rule, "draws": draws, "trace_style": style},
         )
     raise RuntimeError(f"{family} level {level}: {MAX_DRAWS} ambiguous draws in a row")
 
@@ -136,16 +151,19 @@ def family_of(example: Example) -> str:
                       f"families: {', '.join(FAMILIES)}")
 
 
-def solve_from_prompt(prompt: str, family: str) -> tuple[str, str]:
+def solve_from_prompt(prompt: str, family: str, style: str = "compact") -> tuple[str, str]:
     """``(trace, answer)`` from the prompt text alone; raises :class:`Ambiguous`."""
     if family not in FAMILY_MODULES:
         raise unknown_family(family)
-    return FAMILY_MODULES[family].solve_from_prompt(prompt)
+    check_style([family], style)
+    return FAMILY_MODULES[family].solve_from_prompt(prompt, style)
 
 
-def solve(example: Example) -> tuple[str, str]:
-    """Re-solve a puzzle example from its prompt (ignores its stored trace and answer)."""
-    return solve_from_prompt(example.prompt, family_of(example))
+def solve(example: Example, style: str | None = None) -> tuple[str, str]:
+    """Re-solve a puzzle example from its prompt (ignores its stored trace and answer), in
+    ``style`` (default: the style it was generated with)."""
+    style = style or example.meta.get("trace_style", "compact")
+    return solve_from_prompt(example.prompt, family_of(example), style)
 
 
 def write_jsonl(examples, path: str | Path) -> Path:

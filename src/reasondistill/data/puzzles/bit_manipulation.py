@@ -29,6 +29,7 @@ from reasondistill.data.puzzles.common import (
 
 NAME = "bit_manipulation"
 LEVELS = (1, 2, 3)
+STYLES = ("compact",)  # a stepwise trace is not written yet
 VARIANTS = ("",)
 BITS = 8
 MASK = (1 << BITS) - 1
@@ -182,7 +183,7 @@ def bit_by_bit(rule: BitRule, x: int) -> list[str]:
     return lines
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     level, pairs, query = parse(prompt)
     rules = list(fitting_rules(pairs, level))
     if not rules:

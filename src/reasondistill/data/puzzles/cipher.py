@@ -23,6 +23,7 @@ from reasondistill.data.puzzles.common import (
 
 NAME = "cipher"
 LEVELS = (1, 2, 3)
+STYLES = ("compact", "stepwise")
 VARIANTS = ("",)
 STORY = "secret encryption rules are used on text."
 ASK = "decrypt the following text"
@@ -107,13 +108,39 @@ def fits(cipher_word: str, plain_word: str, letter_map: dict[str, str]) -> bool:
     return len(set(new.values())) == len(new)
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+def sources(prompt: str) -> dict[str, str]:
+    """For each cipher letter, the first example word that shows it, as ``word=plain``."""
+    found: dict[str, str] = {}
+    for line in split_prompt(prompt).example_lines:
+        cipher_text, _, plain_text = line.partition(" -> ")
+        for cipher_word, plain_word in zip(cipher_text.split(), plain_text.split()):
+            for c in cipher_word:
+                found.setdefault(c, f"{cipher_word}={plain_word}")
+    return found
+
+
+def read_off(letter: str, source: str, letter_map: dict[str, str]) -> str:
+    """``q: qbz=cat, letter 1 -> c`` — the letter's place in an example word, and the plain
+    letter in the same place (the ``stepwise`` style's lookup, one letter at a time)."""
+    cipher_word = source.split("=")[0]
+    return f"{letter}: {source}, letter {cipher_word.index(letter) + 1} -> {letter_map[letter]}"
+
+
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     letter_map, words = parse(prompt)
+    shown = sources(prompt) if style == "stepwise" else {}
     trace, decoded = [], []
     for word in words:
         partial = "".join(letter_map.get(c, "?") for c in word)
-        trace.append(f"{word}: " + " ".join(f"{c}={letter_map.get(c, '?')}" for c in word)
-                     + f" -> {partial}")
+        if style == "stepwise":
+            trace.append(f"{word}:")
+            trace += [read_off(c, shown[c], letter_map) if c in shown
+                      else f"{c}: learned above -> {letter_map[c]}" if c in letter_map
+                      else f"{c}: in no example" for c in dict.fromkeys(word)]
+            trace.append(f"{word} -> {' '.join(partial)} -> {partial}")
+        else:
+            trace.append(f"{word}: " + " ".join(f"{c}={letter_map.get(c, '?')}" for c in word)
+                         + f" -> {partial}")
         if "?" in partial:
             candidates = sorted(w for w in VOCABULARY if fits(word, w, letter_map))
             if len(candidates) != 1:

@@ -10,9 +10,12 @@ A family module provides::
     NAME: str                  family name, the ``type`` prefix
     LEVELS: tuple[int, ...]    difficulty levels it can draw
     VARIANTS: tuple[str, ...]  ("",) or ("deduce", "guess"): the ``type`` suffixes
+    STYLES: tuple[str, ...]    the trace styles it writes: "compact" (every family) and
+                               "stepwise" (every line a step a small model can compute)
     draw(rng, level, variant) -> Draft          a prompt and the hidden rule's answer
-    solve_from_prompt(prompt) -> (trace, answer) raises Ambiguous when the examples
-                                                 do not decide the answer
+    solve_from_prompt(prompt, style="compact") -> (trace, answer)
+                               raises Ambiguous when the examples do not decide the answer;
+                               the style changes the trace, never the answer
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from reasondistill.data.puzzles.equation_rules import (
 
 NAME = "cryptarithm"
 LEVELS = (1, 2, 3)
+STYLES = ("compact",)  # a stepwise trace is not written yet
 VARIANTS = ("deduce", "guess")
 SYMBOLS = "!\"#$%&'()*+,./:;<>?@[]^_`|~"  # no braces, backslash, '-', '=' or space
 EXAMPLES_PER_OPERATOR = 2
@@ -200,7 +201,7 @@ def answer_under(explanation: Explanation, query: SymbolEquation, level: int
     return rule, a, b, value, encode(value, digit_symbol)
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     examples, query = parse(prompt)
     seen_ops = {eq.op for eq in examples}
     level = level_of(seen_ops | {query.op})

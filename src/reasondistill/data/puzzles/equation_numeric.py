@@ -35,6 +35,7 @@ from reasondistill.data.puzzles.equation_rules import (
 
 NAME = "equation_numeric"
 LEVELS = (1, 2, 3)
+STYLES = ("compact", "stepwise")
 VARIANTS = ("deduce", "guess")
 OPERATORS = "+-*/%^&|#@!~<>?$"
 EXAMPLES_PER_OPERATOR = 2
@@ -85,29 +86,67 @@ def explain(op: str, rule: Rule, examples: list[tuple[Equation, int]]) -> list[s
     return lines + [f"So '{op}' is {rule.name}"]
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+def identify_stepwise(op: str, rule: Rule, examples: list[tuple[Equation, int]],
+                      level: int) -> list[str]:
+    """How the ``stepwise`` style finds ``op``'s rule: each candidate of the level, in order,
+    computed step by step on ``op``'s examples until one differs (rejected) or all match;
+    ``rule`` (the one the solution uses) is the first candidate that matches all of them
+    and is not left to another operator."""
+    own = [(eq, result) for eq, result in examples if eq.op == op]
+    lines = [f"Examples with '{op}': " + ", ".join(f"{write(eq)} = {r}" for eq, r in own)]
+    for candidate in rules_at_level(level):
+        fits_all = True
+        for eq, result in own:
+            work, value = candidate.steps(eq.a, eq.b)
+            lines += [f"Try {candidate.name} on {write(eq)}:", *work]
+            if value != result:
+                lines.append(f"{value} is not {result}, so '{op}' is not {candidate.name}")
+                fits_all = False
+                break
+            lines.append(f"{value} = {result}, fits")
+        if candidate == rule:
+            return lines + [f"So '{op}' is {rule.name}"]
+        if fits_all:
+            lines.append(f"{candidate.name} fits too, but each rule group is used once: "
+                         f"it belongs to another operator")
+    raise AssertionError(f"{rule.name} is not a candidate at level {level}")
+
+
+def query_lines(query: Equation, rule: Rule, style: str) -> list[str]:
+    if style == "stepwise":
+        work, _ = rule.steps(query.a, query.b)
+        return [f"Query {write(query)} with {rule.name}:", *work]
+    return [f"Query {write(query)}: {rule.show(query.a, query.b)}"]
+
+
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     examples, query = parse(prompt)
     seen_ops = {eq.op for eq, _ in examples}
     level = level_of(seen_ops | {query.op})
     if query.op in seen_ops:
-        return solve_deduce(examples, query, level)
-    return solve_guess(examples, query, level)
+        return solve_deduce(examples, query, level, style)
+    return solve_guess(examples, query, level, style)
 
 
-def solve_deduce(examples, query: Equation, level: int) -> tuple[str, str]:
+def solve_deduce(examples, query: Equation, level: int, style: str = "compact"
+                 ) -> tuple[str, str]:
     own = [(eq, result) for eq, result in examples if eq.op == query.op]
     candidates = fitting_rules(own, rules_at_level(level))[query.op]
     if len({r.apply(query.a, query.b) for r in candidates}) != 1:
         raise Ambiguous(f"{len(candidates)} rules fit '{query.op}' and disagree on the query")
     rule = candidates[0]
     answer = str(rule.apply(query.a, query.b))
-    trace = [f"Examples with '{query.op}':", *explain(query.op, rule, examples),
-             f"Query {write(query)}: {rule.show(query.a, query.b)}",
+    if style == "stepwise":
+        found = identify_stepwise(query.op, rule, examples, level)
+    else:
+        found = [f"Examples with '{query.op}':", *explain(query.op, rule, examples)]
+    trace = [*found, *query_lines(query, rule, style),
              check_line(f"'{query.op}' is {rule.name} in all {len(own)} examples", answer)]
     return "\n".join(trace), answer
 
 
-def solve_guess(examples, query: Equation, level: int) -> tuple[str, str]:
+def solve_guess(examples, query: Equation, level: int, style: str = "compact"
+                ) -> tuple[str, str]:
     candidates = fitting_rules(examples, rules_at_level(level))
     explanations = [(seen, guessed_rule(level, seen))
                     for seen in lawful_assignments(candidates)]
@@ -115,10 +154,12 @@ def solve_guess(examples, query: Equation, level: int) -> tuple[str, str]:
         raise Ambiguous(f"{len(explanations)} explanations disagree on the query")
     seen, rule = explanations[0]
     answer = str(rule.apply(query.a, query.b))
-    trace = [line for op, seen_rule in seen.items() for line in explain(op, seen_rule, examples)]
+    identify = ((lambda op, r: identify_stepwise(op, r, examples, level)) if style == "stepwise"
+                else (lambda op, r: explain(op, r, examples)))
+    trace = [line for op, seen_rule in seen.items() for line in identify(op, seen_rule)]
     used = ", ".join(r.group for r in seen.values())
     trace += [f"Used: {used}. Unused: {rule.group}.",
               f"So '{query.op}' is {rule.name}",
-              f"Query {write(query)}: {rule.show(query.a, query.b)}",
+              *query_lines(query, rule, style),
               check_line(f"each rule once, '{query.op}' is the unused {rule.group}", answer)]
     return "\n".join(trace), answer

@@ -74,6 +74,38 @@ class Rule:
         return text + (f", reversed {reverse_digits(value)}" if self.reversed else "")
 
 
+    def steps(self, a: int, b: int) -> tuple[list[str], int]:
+        """The computation as the ``stepwise`` style writes it: digit reversal spelled out,
+        the arithmetic column by column (:mod:`.stepwise`), the offset, the reversal back."""
+        from reasondistill.data.puzzles.stepwise import add_steps, mul_steps, sub_steps
+
+        lines = []
+        if self.reversed:
+            lines.append(f"reverse the digits: {a} -> {reverse_digits(a)}, "
+                         f"{b} -> {reverse_digits(b)}")
+            a, b = reverse_digits(a), reverse_digits(b)
+        if self.group == "add":
+            work, value = add_steps(a, b)
+        elif self.group == "sub":
+            work, value = sub_steps(a, b)
+        elif self.group == "absdiff":
+            high, low = max(a, b), min(a, b)
+            work, value = sub_steps(high, low)
+            work = [f"|{a}-{b}| = {high} - {low}", *work]
+        elif self.group == "mul":
+            work, value = mul_steps(a, b)
+        else:  # concat: the digits of a, then the digits of b
+            work, value = [f"{a} joined {b} = {a}{b:02d}"], a * 100 + b
+        lines += work
+        if self.offset:
+            lines.append(f"{value} {'+' if self.offset > 0 else '-'} 1 = {value + self.offset}")
+            value += self.offset
+        if self.reversed:
+            lines.append(f"reverse the digits of the result: {value} -> {reverse_digits(value)}")
+            value = reverse_digits(value)
+        return lines, value
+
+
 def rules_at_level(level: int) -> tuple[Rule, ...]:
     orders = (False, True) if level >= 2 else (False,)
     offsets = (0, 1, -1) if level >= 3 else (0,)

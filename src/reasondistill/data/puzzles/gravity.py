@@ -24,6 +24,7 @@ from reasondistill.data.puzzles.scaling import parse_pairs, pinned_constant
 
 NAME = "gravity"
 LEVELS = (1, 2, 3)
+STYLES = ("compact",)  # a stepwise trace is not written yet
 VARIANTS = ("",)
 G_STEP = Decimal("0.01")
 STORY = "the gravitational constant has been secretly changed. Objects fall d = 0.5*g*t^2."
@@ -67,7 +68,7 @@ def parse(prompt: str) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
     return parse_pairs(prompt, EXAMPLE_LINE, 2, QUERY, "gravity")
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     pairs, t = parse(prompt)
     g, (t0, d0) = pinned_constant(pairs, t, half_square, G_STEP)
     t1 = min(pairs)[0]  # checked on another example than the one g is read from

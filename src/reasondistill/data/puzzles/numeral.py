@@ -19,6 +19,7 @@ from reasondistill.data.puzzles.common import (
 
 NAME = "numeral"
 LEVELS = (1, 2, 3)
+STYLES = ("compact", "stepwise")
 VARIANTS = ("",)
 STORY = "numbers are secretly converted into a different numeral system."
 ASK = "write this number in the Wonderland numeral system"
@@ -69,15 +70,45 @@ def parse(prompt: str) -> tuple[list[tuple[int, str]], int]:
     return pairs, int(parts.query)
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+# place -> (its one, five and ten symbols)
+PLACE_SYMBOLS = {1000: ("M", "", ""), 100: ("C", "D", "M"), 10: ("X", "L", "C"),
+                 1: ("I", "V", "X")}
+PLACE_NAMES = {1000: "thousands", 100: "hundreds", 10: "tens", 1: "ones"}
+
+
+def digit_steps(digit: int, unit: int) -> str:
+    """One place of the ``stepwise`` style: the digit from the place's one/five/ten symbols."""
+    one, five, ten = PLACE_SYMBOLS[unit]
+    name = f"{PLACE_NAMES[unit]} digit {digit}"
+    if digit == 0:
+        return f"{name}: nothing"
+    if digit <= 3:
+        return f"{name}: {digit} times {one} = {one * digit}"
+    if digit == 4:
+        return f"{name}: 5 - 1, {one} before {five} = {one}{five}"
+    if digit == 5:
+        return f"{name}: {five}"
+    if digit == 9:
+        return f"{name}: 10 - 1, {one} before {ten} = {one}{ten}"
+    return f"{name}: 5 + {digit - 5}, {five} then {digit - 5} times {one} = " \
+           f"{five + one * (digit - 5)}"
+
+
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     pairs, number = parse(prompt)
     for n, written in pairs:
         if roman(n) != written:
             raise PromptError(f"example {n} -> {written} is not a Roman numeral")
     parts = place_parts(number)
     answer = roman(number)
-    trace = [f"{number} = " + " + ".join(str(value) for value, _ in parts)]
-    trace += [f"{value} = {symbols}" for value, symbols in parts]
+    if style == "stepwise":
+        units = [unit for unit, _ in PLACES if unit <= number]
+        trace = [f"{number}: " + ", ".join(f"{PLACE_NAMES[u]} digit {number // u % 10}"
+                                           for u in units)]
+        trace += [digit_steps(number // u % 10, u) for u in units]
+    else:
+        trace = [f"{number} = " + " + ".join(str(value) for value, _ in parts)]
+        trace += [f"{value} = {symbols}" for value, symbols in parts]
     summed = " + ".join(f"{symbols} ({value})" for value, symbols in parts)
     trace.append(check_line(f"{summed} = {number}", answer))
     return "\n".join(trace), answer

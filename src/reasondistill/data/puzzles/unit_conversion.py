@@ -24,6 +24,7 @@ from reasondistill.data.puzzles.scaling import parse_pairs, pinned_constant
 
 NAME = "unit_conversion"
 LEVELS = (1, 2, 3)
+STYLES = ("compact",)  # a stepwise trace is not written yet
 VARIANTS = ("",)
 K_STEP = Decimal("0.001")
 UNITS = ("m", "kg", "s", "L", "km")
@@ -65,7 +66,7 @@ def parse(prompt: str) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
     return parse_pairs(prompt, EXAMPLE_LINE, 3, QUERY, "unit conversion")
 
 
-def solve_from_prompt(prompt: str) -> tuple[str, str]:
+def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     pairs, x = parse(prompt)
     k, (x0, y0) = pinned_constant(pairs, x, identity, K_STEP)
     x1 = min(pairs)[0]
