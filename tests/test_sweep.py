@@ -60,10 +60,26 @@ def test_points_cross_arms_grid_and_seeds(tmp_path, base_config):
     assert not points[0].trains
 
 
+def test_seed_order_and_seed_in_values(tmp_path, base_config):
+    spec, base = load_sweep(write_sweep(
+        tmp_path, order="seed", seeds=[3, 4],
+        arms={"teacher": {}, "student": {"distill.teacher.adapter": "runs/t__seed{seed}/adapter",
+                                         "distill.teacher.kind": "self"}}))
+    points = expand(spec, base, tmp_path / "sweep")
+    assert [p.name for p in points] == ["teacher__seed3", "student__seed3", "teacher__seed4",
+                                        "student__seed4"]
+    assert points[3].config.distill.teacher.adapter == "runs/t__seed4/adapter"
+    spec, base = load_sweep(write_sweep(tmp_path, seeds=[3, 4], arms={
+        "zero-shot": {"train": False, "seeds": [0]}, "trace": {}}))
+    assert [p.name for p in expand(spec, base, tmp_path / "s")] == [
+        "zero-shot__seed0", "trace__seed3", "trace__seed4"]
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     ({"grid": {"lora.rank": [2]}}, "sweep point run__rank=2__seed0"),
     ({"grid": {"lora.r": []}}, "grid.lora.r"),
     ({"arms": {"x": {"train": "no"}}}, "arms.x.train"),
+    ({"arms": {"x": {"seeds": 3}}}, "arms.x.seeds"),
     ({"sedes": [1]}, "sedes"),
 ])
 def test_bad_sweep_files_name_the_culprit(tmp_path, base_config, spec, message):

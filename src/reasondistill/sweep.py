@@ -2,7 +2,7 @@
 
 A sweep file names a base run config, the overrides every point shares, named **arms** (each a
 set of overrides; ``train: false`` evaluates the base model without training, ``grid:
-false`` keeps the arm out of the grid), a **grid**
+false`` keeps the arm out of the grid, ``seeds: [0]`` gives it its own seeds), a **grid**
 (``key: [values]``, every combination) and **seeds**. Each arm × grid point × seed is one run
 directory, trained and then evaluated with the ordinary recipe. Both resume where they
 stopped, so a killed sweep continues where it was. Each finished point's record goes into
@@ -20,6 +20,8 @@ one ``results.json`` straight away. ``--print-commands`` prints every point as s
     grid: {lora.r: [8, 16]}
     seeds: [0, 1, 2]              # written to every key of seed_keys
     seed_keys: [train.seed]
+    order: arm                    # or seed: all arms of seed 0 first ("{seed}" in a value
+                                  # is the point's seed)
 
 The report (``sweep/report/``, written at the end of a run and by ``--collect``) is drawn
 from the results only: :mod:`reasondistill.evaluate.sweep_report`.
@@ -34,7 +36,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,6 +45,7 @@ from rich.console import Console
 from reasondistill.errors import ConfigError
 
 RESULTS = "results.json"
+ARM_FLAGS = ("train", "grid", "seeds")  # an arm's keys that are not config overrides
 
 
 class SweepSpec(BaseModel):
@@ -55,6 +58,10 @@ class SweepSpec(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     seed_keys: list[str] = Field(default_factory=lambda: ["train.seed"])
+    # arm: every seed of an arm before the next arm; seed: every arm of a seed before the
+    # next seed (a stopped sweep then holds complete seeds, and an arm can read an earlier
+    # arm's run of the same seed through "{seed}" in a value)
+    order: Literal["arm", "seed"] = "arm"
 
 
 @dataclass
@@ -89,6 +96,9 @@ def load_sweep(path: Path) -> tuple[SweepSpec, Path]:
                               ("grid", "false = this arm is not crossed with the grid")):
             if flag in overrides and not isinstance(overrides[flag], bool):
                 raise ConfigError(f"{path}: arms.{arm}.{flag}: true or false ({meaning})")
+        seeds = overrides.get("seeds", spec.seeds)
+        if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+            raise ConfigError(f"{path}: arms.{arm}.seeds: a non-empty list of integers")
     for key, values in spec.grid.items():
         if not values:
             raise ConfigError(f"{path}: grid.{key}: give at least one value")
@@ -97,6 +107,12 @@ def load_sweep(path: Path) -> tuple[SweepSpec, Path]:
 
         return spec, DEMO_CONFIG
     return spec, (path.parent / spec.base).resolve()
+
+
+def _with_seed(value: Any, seed: int) -> Any:
+    """``"{seed}"`` inside a string value becomes the point's seed (e.g. a teacher adapter
+    from another arm's run of the same seed)."""
+    return value.replace("{seed}", str(seed)) if isinstance(value, str) else value
 
 
 def _value_text(value: Any) -> str:
@@ -118,14 +134,14 @@ def expand(spec: SweepSpec, base: Path, sweep_dir: Path | None = None) -> list[P
     for arm, arm_overrides in spec.arms.items():
         trains = arm_overrides.get("train", True)
         arm_keys = keys if arm_overrides.get("grid", True) else []
-        arm_sets = {k: v for k, v in arm_overrides.items() if k not in ("train", "grid")}
+        arm_sets = {k: v for k, v in arm_overrides.items() if k not in ARM_FLAGS}
         for values in itertools.product(*(spec.grid[k] for k in arm_keys)):
             params = dict(zip(arm_keys, values))
-            for seed in spec.seeds:
+            for seed in arm_overrides.get("seeds", spec.seeds):
                 label = "__".join([arm, *(f"{_short(k)}={_value_text(v)}"
                                           for k, v in params.items()), f"seed{seed}"])
                 run_dir = sweep_dir / "runs" / label
-                overrides = [f"{k}={json.dumps(v)}" for k, v in
+                overrides = [f"{k}={json.dumps(_with_seed(v, seed))}" for k, v in
                              [*spec.set.items(), *arm_sets.items(), *params.items()]]
                 overrides += [f"{k}={seed}" for k in spec.seed_keys]
                 overrides.append(f"output_dir={json.dumps(str(run_dir))}")
@@ -135,6 +151,8 @@ def expand(spec: SweepSpec, base: Path, sweep_dir: Path | None = None) -> list[P
                     raise ConfigError(f"sweep point {label}: {error}") from None
                 points.append(Point(label, arm, seed, params, overrides, trains, run_dir,
                                     sweep_dir / "configs" / f"{label}.yaml", config))
+    if spec.order == "seed":
+        points.sort(key=lambda p: spec.seeds.index(p.seed))  # stable: arms keep their order
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ConfigError("two sweep points get the same name; make the grid values distinct")
