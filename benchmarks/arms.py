@@ -137,7 +137,8 @@ def run_arm(args, arm: str, seed: int, split) -> dict:
     from reasondistill.evaluate.report import hard_type_block
     from reasondistill.evaluate.runner import run_eval
     from reasondistill.io import atomic_write_text
-    from reasondistill.train.recipe import FINAL_ADAPTER, run_training
+    from reasondistill.train.adapters import FINAL_ADAPTER
+    from reasondistill.train.recipe import run_training
 
     run_dir = args.work / args.dataset / f"seed{seed}" / arm
     cfg = arm_config(args, arm, seed, *split, run_dir)

@@ -271,7 +271,7 @@ def test_projections_save_load_round_trip(tmp_path):
 def test_projections_saved_beside_the_adapter_and_peft_ignores_them(tmp_path):
     from peft import PeftModel
 
-    from reasondistill.train.recipe import save_adapter
+    from reasondistill.train.adapters import save_adapter
 
     student = tiny_lora_model("llama")
     torch.manual_seed(2)

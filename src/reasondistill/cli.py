@@ -87,7 +87,8 @@ def train_command(
 ):
     """Train a LoRA adapter with the trace-distillation recipe (Train → Nudge)."""
     from reasondistill.config import load_config
-    from reasondistill.train.recipe import close_distributed, run_training
+    from reasondistill.train.distributed import close_distributed
+    from reasondistill.train.recipe import run_training
 
     try:
         run_training(load_config(config, set_), resume=resume, dry_run=dry_run, console=out)

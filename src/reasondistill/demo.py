@@ -41,7 +41,8 @@ def run_demo(config: Path | None, overrides: list[str], console: Console) -> Non
     from reasondistill.evaluate.report import write_report
     from reasondistill.evaluate.runner import run_eval
     from reasondistill.models import ensure_embedded
-    from reasondistill.train.recipe import FINAL_ADAPTER, run_training
+    from reasondistill.train.adapters import FINAL_ADAPTER
+    from reasondistill.train.recipe import run_training
 
     cfg = load_config(config or DEMO_CONFIG, overrides)
     run_dir = Path(cfg.output_dir)

@@ -184,7 +184,8 @@ def eval_dir(point: Point) -> Path:
 def run_point(point: Point, console: Console) -> None:
     """Train (resuming) and evaluate (skipping done problems) one point."""
     from reasondistill.evaluate.runner import run_eval
-    from reasondistill.train.recipe import FINAL_ADAPTER, run_training
+    from reasondistill.train.adapters import FINAL_ADAPTER
+    from reasondistill.train.recipe import run_training
 
     adapter = point.run_dir / FINAL_ADAPTER
     if point.trains and not (adapter / "adapter_config.json").is_file():

@@ -93,11 +93,11 @@ def teacher_spec(cfg) -> TeacherSpec:
         raise ConfigError("distill.teacher names no teacher to run: set distill.teacher.adapter "
                           "(kind: self) or distill.teacher.name (kind: model)")
     if t.kind == "self":
-        from reasondistill.train.recipe import _use_bf16
+        from reasondistill.train.arguments import use_bf16
 
         config = load_model_config(cfg.model)
         name, adapter = cfg.model.name, _adapter_dir(t.adapter)
-        dtype = "bfloat16" if _use_bf16(cfg) else "float32"
+        dtype = "bfloat16" if use_bf16(cfg.train) else "float32"
     else:
         config = load_model_config(ModelConfig(name=t.name, dtype=t.dtype,
                                                trust_remote_code=t.trust_remote_code))

@@ -81,6 +81,22 @@ def supports_packing(model) -> bool:
                    for m in model.modules())
 
 
+def choose_packing(packing, model) -> bool:
+    """``train.packing`` (true / false / auto) for ``model``: packed rows where the model
+    allows them and the packed attention passes its contract check
+    (:mod:`reasondistill.speedups`); padded rows otherwise."""
+    from reasondistill.errors import ReasondistillError
+    from reasondistill.speedups import usable
+
+    if packing == "auto":
+        return supports_packing(model) and usable("packed_attention", model)
+    if packing and not supports_packing(model):
+        raise ReasondistillError(
+            f"train.packing is true but {type(model).__name__} has state-space/recurrent "
+            "layers that would carry state across packed sequences; use packing: auto")
+    return bool(packing) and usable("packed_attention", model)
+
+
 def packs_rows(collator) -> bool:
     """Whether ``collator`` (or the one a :class:`DistillCollator` wraps) packs its rows."""
     return isinstance(getattr(collator, "base", collator), PackedCollator)

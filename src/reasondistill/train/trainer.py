@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 from transformers import Trainer
@@ -221,10 +220,3 @@ class DistillTrainer(Trainer):
             self._neftune_handle.remove()
             self._neftune_handle = None
 
-
-def optimizer_steps(n_rows: int, effective_batch: int, epochs: float,
-                    max_steps: int | None) -> int:
-    """Optimizer steps the Trainer will take (for ``--dry-run`` and schedules)."""
-    if max_steps:
-        return max_steps
-    return math.ceil(math.ceil(n_rows / effective_batch) * epochs)
