@@ -9,12 +9,17 @@ training run is the stock path's.
 
 import pytest
 import torch
-from tiny import SPEEDUP_KINDS, tiny_lora_model, tiny_model, tiny_tokenizer
+from tiny import (
+    SPEEDUP_KINDS,
+    reference_loss,
+    tiny_lora_model,
+    tiny_model,
+    tiny_rows,
+    tiny_tokenizer,
+)
 
 from reasondistill import speedups
-from reasondistill.data import Example, build_record
 from reasondistill.speedups import CONTRACTS, usable
-from reasondistill.tokenize import tokenize_record
 from reasondistill.train.collate import PackedCollator
 from reasondistill.train.lean_layers import _private_softmax_backward
 
@@ -37,24 +42,7 @@ def warnings_of(caplog) -> list[str]:
 
 @pytest.fixture(scope="module")
 def rows():
-    tok = tiny_tokenizer()
-    examples = [Example(id=str(i), prompt=f"What is {i} + {i}?" + " please" * i,
-                        trace=f"Double {i}." + " ok" * (3 * i), answer=str(2 * i))
-                for i in range(1, 5)]
-    return [tokenize_record(tok, build_record(e), max_length=256) for e in examples]
-
-
-def reference_loss(model, rows):
-    """Completion cross-entropy one unpadded sequence at a time, no speed-up involved."""
-    total, count = 0.0, 0
-    for row in rows:
-        logits = model(input_ids=torch.tensor([row.input_ids])).logits[0, :-1]
-        targets = torch.tensor(row.labels[1:])
-        mask = targets != -100
-        total = total + torch.nn.functional.cross_entropy(logits[mask], targets[mask],
-                                                          reduction="sum")
-        count += int(mask.sum())
-    return total / count
+    return tiny_rows()
 
 
 def trained_step_loss(model, rows, tmp_path, *, bf16=False):

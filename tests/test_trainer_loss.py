@@ -4,12 +4,10 @@ import contextlib
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from tiny import reference_loss, tiny_model, tiny_rows, tiny_tokenizer
 from transformers import TrainingArguments
 
-from reasondistill.data import Example, build_record
 from reasondistill.errors import ReasondistillError
-from reasondistill.tokenize import tokenize_record
 from reasondistill.train.collate import PackedCollator, PaddedCollator, supports_packing
 from reasondistill.train.packing import packed_attention, packed_forward
 from reasondistill.train.trainer import DistillTrainer
@@ -17,24 +15,7 @@ from reasondistill.train.trainer import DistillTrainer
 
 @pytest.fixture(scope="module")
 def rows():
-    tok = tiny_tokenizer()
-    examples = [Example(id=str(i), prompt=f"What is {i} + {i}?" + " please" * i,
-                        trace=f"Double {i}." + " ok" * (3 * i), answer=str(2 * i))
-                for i in range(1, 5)]
-    return [tokenize_record(tok, build_record(e), max_length=256) for e in examples]
-
-
-def reference_loss(model, rows):
-    """Mean CE over completion tokens, one unpadded sequence at a time, full logits."""
-    total, count = 0.0, 0
-    for row in rows:
-        logits = model(input_ids=torch.tensor([row.input_ids])).logits[0, :-1]
-        targets = torch.tensor(row.labels[1:])
-        mask = targets != -100
-        total = total + torch.nn.functional.cross_entropy(logits[mask], targets[mask],
-                                                          reduction="sum")
-        count += int(mask.sum())
-    return total / count
+    return tiny_rows()
 
 
 def make_trainer(model, collator, tmp_path):

@@ -159,3 +159,29 @@ def tiny_lora_model(kind: str = "llama", *, alpha: int = 8, dropout: float = 0.0
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=b_std)
     return model.eval()
+
+
+def tiny_rows():
+    """Four tokenized rows (prompt + trace + answer) of growing length, for loss tests."""
+    from reasondistill.data import Example, build_record
+    from reasondistill.tokenize import tokenize_record
+
+    tok = tiny_tokenizer()
+    examples = [Example(id=str(i), prompt=f"What is {i} + {i}?" + " please" * i,
+                        trace=f"Double {i}." + " ok" * (3 * i), answer=str(2 * i))
+                for i in range(1, 5)]
+    return [tokenize_record(tok, build_record(e), max_length=256) for e in examples]
+
+
+def reference_loss(model, rows):
+    """Mean CE over completion tokens, one unpadded sequence at a time, full logits: the
+    stock path no speed-up touches."""
+    total, count = 0.0, 0
+    for row in rows:
+        logits = model(input_ids=torch.tensor([row.input_ids])).logits[0, :-1]
+        targets = torch.tensor(row.labels[1:])
+        mask = targets != -100
+        total = total + torch.nn.functional.cross_entropy(logits[mask], targets[mask],
+                                                          reduction="sum")
+        count += int(mask.sum())
+    return total / count
