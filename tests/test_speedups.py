@@ -21,7 +21,6 @@ from tiny import (
 from reasondistill import speedups
 from reasondistill.speedups import CONTRACTS, usable
 from reasondistill.train.collate import PackedCollator
-from reasondistill.train.lean_layers import _private_softmax_backward
 
 TRAIN_SPEEDUPS = ("packed_attention", "fused_head", "fused_lora", "lean_norms",
                   "peft_input_cast")
@@ -30,10 +29,8 @@ TRAIN_SPEEDUPS = ("packed_attention", "fused_head", "fused_lora", "lean_norms",
 @pytest.fixture(autouse=True)
 def fresh_warnings():
     speedups._warned.clear()
-    _private_softmax_backward.cache_clear()
     yield
     speedups._warned.clear()
-    _private_softmax_backward.cache_clear()
 
 
 def warnings_of(caplog) -> list[str]:
@@ -227,26 +224,33 @@ def test_an_exception_inside_a_check_means_the_stock_path(monkeypatch, caplog):
 
 
 def test_a_broken_private_softmax_backward_uses_the_public_formula(monkeypatch, caplog):
-    from reasondistill.train.lean_layers import softmax_to
+    from reasondistill.train.lean_layers import private_softmax_backward, softmax_to
 
     scores = torch.randn(2, 3, 7, dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn(2, 3, 7, dtype=torch.bfloat16)
-    softmax_to(scores, torch.bfloat16).backward(grad)
-    private = scores.grad.clone()
 
+    def grad_of_softmax(enabled: bool):
+        scores.grad = None
+        with private_softmax_backward(enabled):
+            softmax_to(scores, torch.bfloat16).backward(grad)
+        return scores.grad.clone()
+
+    assert usable("softmax_backward")
+    private, public = grad_of_softmax(True), grad_of_softmax(False)
+    torch.testing.assert_close(public, private, rtol=2e-2, atol=2e-2)
+    assert private.abs().sum() > 0
+
+    broken_calls = []
     monkeypatch.setattr(torch.ops.aten, "_softmax_backward_data",
-                        lambda g, p, dim, dtype: torch.zeros_like(g))
-    _private_softmax_backward.cache_clear()
-    scores.grad = None
-    softmax_to(scores, torch.bfloat16).backward(grad)
-    assert not _private_softmax_backward()
-    torch.testing.assert_close(scores.grad, private, rtol=2e-2, atol=2e-2)
-    assert scores.grad.abs().sum() > 0
+                        lambda g, p, dim, dtype: broken_calls.append(1) or torch.zeros_like(g))
+    assert not usable("softmax_backward")  # the check compares it with the formula
     assert [m for m in warnings_of(caplog) if "softmax_backward" in m]
+    torch.testing.assert_close(grad_of_softmax(usable("softmax_backward")), public)
+    assert len(broken_calls) == 2  # the two checks called it; the backward did not
 
 
 def test_a_changed_cache_keyword_falls_back_to_stock_generation(monkeypatch, caplog):
-    from reasondistill.evaluate import generate
+    from reasondistill.evaluate import generate, kv_cache
 
     tok = tiny_tokenizer()
     model = tiny_model("llama", tok)
@@ -260,7 +264,7 @@ def test_a_changed_cache_keyword_falls_back_to_stock_generation(monkeypatch, cap
     backend, expected = outputs()
     assert backend.cache_surgery
     # a release that renames the cache keyword again: the model ignores ours
-    monkeypatch.setattr(generate, "cache_argument", lambda model: "kv_cache_renamed")
+    monkeypatch.setattr(kv_cache, "cache_argument", lambda model: "kv_cache_renamed")
     monkeypatch.setattr(type(model), "forward", _ignoring_kwarg(type(model).forward,
                                                                 "kv_cache_renamed"))
     backend, got = outputs()

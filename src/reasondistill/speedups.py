@@ -16,7 +16,9 @@ here with
 
 Callers ask :func:`usable` (``if usable("fused_lora", model): ...``); the implementations
 stay in their own modules (:mod:`reasondistill.train.packing`, ``.head_loss``,
-``.lora_fused``, ``.lean_layers``, :mod:`reasondistill.evaluate.generate`).
+``.lora_fused``, ``.lean_layers``, :mod:`reasondistill.evaluate.kv_cache`). This module
+imports them; they never import it — their callers (the trainer, the recipe, the generation
+backend) ask, so the dependencies run one way.
 
 A model type that a speed-up does not list (the allow-lists in ``lean_layers`` and
 ``head_loss``) is not a failure: the speed-up simply does not apply, without a warning.
@@ -248,7 +250,7 @@ def _check_kv_cache(model) -> None:
     groups of one row, one step from the cache gives the logits a full forward gives."""
     from transformers.cache_utils import StaticLayer
 
-    from reasondistill.evaluate.generate import compactable_cache
+    from reasondistill.evaluate.kv_cache import compactable_cache
 
     lengths = [4, 6]
     cache = compactable_cache(model, max(lengths) + 2)
@@ -266,7 +268,7 @@ def _check_kv_cache(model) -> None:
 
 
 def _compare_cached_step(model, cache, lengths) -> None:
-    from reasondistill.evaluate.generate import cache_argument, prefill_in_groups
+    from reasondistill.evaluate.kv_cache import cache_argument, prefill_in_groups
 
     width = max(lengths)
     rows = [_tiny_ids(model, n, seed)[0] for seed, n in enumerate(lengths)]

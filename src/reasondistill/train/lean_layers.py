@@ -23,7 +23,7 @@ forward as ``LlamaRMSNorm``, checked class by class); anything else keeps its ow
 from __future__ import annotations
 
 import contextlib
-import functools
+import contextvars
 import importlib
 
 import torch
@@ -125,7 +125,7 @@ class _SoftmaxTo(torch.autograd.Function):
     def backward(ctx, grad):
         (probabilities,) = ctx.saved_tensors
         grad = grad.to(probabilities.dtype)
-        if _private_softmax_backward():
+        if _private_backward.get():
             # one fused pass that accumulates in float32 and writes the probabilities' dtype
             grad_scores = torch.ops.aten._softmax_backward_data(
                 grad, probabilities, -1, probabilities.dtype)
@@ -135,8 +135,18 @@ class _SoftmaxTo(torch.autograd.Function):
         return grad_scores.to(ctx.scores_dtype), None
 
 
-@functools.lru_cache(maxsize=1)
-def _private_softmax_backward() -> bool:
-    from reasondistill.speedups import usable
+# Whether the softmax backward may use torch's private fused op: off unless the caller (the
+# trainer, after speedups.usable("softmax_backward")) switches it on for a with block.
+_private_backward: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "reasondistill_private_softmax_backward", default=False)
 
-    return usable("softmax_backward")
+
+@contextlib.contextmanager
+def private_softmax_backward(enabled: bool):
+    """Inside, :func:`softmax_to`'s backward runs as torch's fused private op when
+    ``enabled`` (else the same formula in public ops)."""
+    token = _private_backward.set(enabled)
+    try:
+        yield
+    finally:
+        _private_backward.reset(token)

@@ -87,7 +87,7 @@ class DistillTrainer(Trainer):
         """
         from reasondistill.speedups import usable
         from reasondistill.train.collate import packs_rows
-        from reasondistill.train.lean_layers import lean_norms
+        from reasondistill.train.lean_layers import lean_norms, private_softmax_backward
         from reasondistill.train.lora_fused import fused_lora_linears
         from reasondistill.train.packing import packed_attention
 
@@ -109,6 +109,7 @@ class DistillTrainer(Trainer):
             if lean:
                 stack.enter_context(lean_norms(model))
             stack.enter_context(kept_chunk_buffers())
+            stack.enter_context(private_softmax_backward(usable("softmax_backward")))
             yield
 
     def _head_can_fuse(self, unwrapped) -> bool:
