@@ -1,5 +1,5 @@
-"""The command line: one command per stage (data, cache, train, eval, report, export, puzzles,
-sweep, demo).
+"""The command line: one command per stage (data, generate, cache, train, eval, report, export,
+puzzles, sweep, demo).
 
 Every command turns a :class:`ReasondistillError` into one red line on stderr and exit code 2;
 a traceback means a bug in reasondistill, never bad input.
@@ -224,6 +224,25 @@ def puzzles_command(
     counts = Counter(e.type for e in examples)
     out.print(f"wrote {len(examples)} problems to {out_path}: "
               + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@command("generate")
+def generate_command(
+    config: Path = typer.Argument(..., help="YAML run config (its data and generate sections)"),
+    data: Path | None = typer.Option(None, "--data", help="JSONL/CSV/Parquet file of problems "
+                                        "(default: the config's data section)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="default: generate.out, else "
+                                           "<output_dir>/generated"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N problems"),
+    set_: list[str] | None = SetOpt,
+):
+    """Have a teacher write k candidate traces per problem and keep the verified ones
+    (resumable): traces.jsonl is training data."""
+    from reasondistill.config import load_config
+    from reasondistill.traces import run_generate
+
+    run_generate(load_config(config, set_), data=data, limit=limit, out_dir=out_dir,
+                 console=out)
 
 
 @command("sweep")

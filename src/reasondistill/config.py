@@ -196,6 +196,36 @@ class TrackingConfig(Section):
     run_name: str | None = None
 
 
+class TraceTeacherConfig(Section):
+    """Who writes the candidate traces for ``reasondistill generate``."""
+
+    # transformers / vllm: a local model (auto = vllm with CUDA and vLLM installed);
+    # openai: an OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp, a hosted API)
+    backend: Literal["auto", "transformers", "vllm", "openai"] = "auto"
+    model: str | None = None  # local: a hub id or directory (default model.name); openai: served name
+    adapter: str | None = None  # local backends: a LoRA adapter (or run directory)
+    url: str | None = None  # openai: the base URL, e.g. http://127.0.0.1:8000/v1
+    api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never logged)
+
+
+class GenerateConfig(Section):
+    """``reasondistill generate``: k candidate traces per problem, checked against the label."""
+
+    teacher: TraceTeacherConfig = TraceTeacherConfig()
+    samples: int = Field(4, ge=1)  # candidates per problem
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(1024, ge=1)
+    seed: int = 0
+    keep: Literal["shortest", "all"] = "shortest"  # all: every verified trace ...
+    max_per_problem: int | None = Field(None, ge=1)  # ... or the shortest m of them
+    max_trace_tokens: int | None = Field(None, ge=1)  # longer verified traces are dropped
+    concurrency: int = Field(4, ge=1)  # openai: requests in flight
+    retries: int = Field(3, ge=0)  # openai: retries of a failed request (with backoff)
+    timeout_s: float = Field(120.0, gt=0)  # openai: per request
+    out: str | None = None  # default: <output_dir>/generated
+
+
 class RunConfig(Section):
     output_dir: str = "runs/default"
     model: ModelConfig = ModelConfig()
@@ -206,6 +236,7 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
     distill: DistillConfig = DistillConfig()
+    generate: GenerateConfig = GenerateConfig()
 
     @model_validator(mode="after")
     def _distill_teacher_is_named(self) -> RunConfig:

@@ -260,7 +260,8 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 
 
 def greedy_or_sampling_config(*, max_new_tokens: int, temperature: float, num_samples: int,
-                              eos_ids: set[int], pad_id: int) -> GenerationConfig:
+                              eos_ids: set[int], pad_id: int,
+                              top_p: float = 1.0) -> GenerationConfig:
     """Explicit settings, so a model's own generation_config (top_p, repetition penalty...)
     never changes what is measured."""
     sampling = temperature > 0
@@ -269,7 +270,7 @@ def greedy_or_sampling_config(*, max_new_tokens: int, temperature: float, num_sa
             f"eval.num_samples={num_samples} needs eval.temperature > 0 (greedy decoding would "
             "repeat the same answer)"
         )
-    warpers = dict(temperature=temperature, top_k=0, top_p=1.0) if sampling else {}
+    warpers = dict(temperature=temperature, top_k=0, top_p=top_p) if sampling else {}
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=sampling, **warpers, repetition_penalty=1.0,
         eos_token_id=sorted(eos_ids), pad_token_id=pad_id, use_cache=True,
@@ -291,7 +292,7 @@ class TransformersBackend:
     def __init__(self, model, tokenizer, *, max_new_tokens: int, batch_size: int = 16,
                  temperature: float = 0.0, num_samples: int = 1, seed: int = 0,
                  chunk_tokens: int = 32, compact_at: float = 0.125,
-                 prefill_rows: int = 8) -> None:
+                 prefill_rows: int = 8, top_p: float = 1.0) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.num_samples, self.seed = num_samples, seed
@@ -308,7 +309,7 @@ class TransformersBackend:
         self.pad_id = pad if pad is not None else min(self.eos_ids)
         self.config = greedy_or_sampling_config(
             max_new_tokens=max_new_tokens, temperature=temperature, num_samples=num_samples,
-            eos_ids=self.eos_ids, pad_id=self.pad_id)
+            eos_ids=self.eos_ids, pad_id=self.pad_id, top_p=top_p)
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         # The chat template already wrote any BOS, exactly as training tokenized it.
@@ -435,14 +436,15 @@ class VllmBackend:
     name = "vllm"
 
     def __init__(self, model_path: str, *, adapter: str | None, max_new_tokens: int,
-                 temperature: float = 0.0, num_samples: int = 1, seed: int = 0) -> None:
+                 temperature: float = 0.0, num_samples: int = 1, seed: int = 0,
+                 top_p: float = 1.0) -> None:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
 
         lora = {"enable_lora": True, "max_lora_rank": _lora_rank(adapter)} if adapter else {}
         self.llm = LLM(model=model_path, seed=seed, **lora)
         self.tokenizer = self.llm.get_tokenizer()
-        self.params = SamplingParams(n=num_samples, temperature=temperature,
+        self.params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p,
                                      max_tokens=max_new_tokens, seed=seed, logprobs=0)
         self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter else None
 
@@ -476,7 +478,8 @@ def _lora_rank(adapter: str) -> int:
     return next(r for r in supported if r >= rank)
 
 
-def make_backend(eval_cfg, model_cfg, *, adapter: str | None = None, seed: int = 0):
+def make_backend(eval_cfg, model_cfg, *, adapter: str | None = None, seed: int = 0,
+                 top_p: float = 1.0):
     """The backend ``eval_cfg.backend`` names, with its model loaded."""
     name = resolve_backend(eval_cfg.backend)
     if name == "vllm":
@@ -485,8 +488,8 @@ def make_backend(eval_cfg, model_cfg, *, adapter: str | None = None, seed: int =
         return VllmBackend(resolve_model_source(model_cfg.name), adapter=adapter,
                            max_new_tokens=eval_cfg.max_new_tokens,
                            temperature=eval_cfg.temperature, num_samples=eval_cfg.num_samples,
-                           seed=seed)
+                           seed=seed, top_p=top_p)
     model, tokenizer = load_eval_model(model_cfg, adapter=adapter)
     return TransformersBackend(model, tokenizer, max_new_tokens=eval_cfg.max_new_tokens,
                                batch_size=eval_cfg.batch_size, temperature=eval_cfg.temperature,
-                               num_samples=eval_cfg.num_samples, seed=seed)
+                               num_samples=eval_cfg.num_samples, seed=seed, top_p=top_p)

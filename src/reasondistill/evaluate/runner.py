@@ -128,8 +128,9 @@ def _line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def check_settings(out_dir: Path, settings: dict[str, Any], has_rows: bool) -> None:
-    """Refuse to add rows made with other settings to an existing evaluation."""
+def check_settings(out_dir: Path, settings: dict[str, Any], has_rows: bool, *,
+                   what: str = "predictions") -> None:
+    """Refuse to add rows made with other settings to an existing output folder."""
     path = out_dir / SETTINGS
     if has_rows and path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
@@ -137,8 +138,8 @@ def check_settings(out_dir: Path, settings: dict[str, Any], has_rows: bool) -> N
                    for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k)]
         if changed:
             raise ReasondistillError(
-                f"{out_dir} holds predictions made with other settings ({'; '.join(changed)}); "
-                "use another --out (or --name), or delete that folder to start over"
+                f"{out_dir} holds {what} made with other settings ({'; '.join(changed)}); "
+                "use another --out, or delete that folder to start over"
             )
     atomic_write_json(path, settings)
 
