@@ -228,7 +228,7 @@ def generation_settings(cfg: RunConfig, source: str) -> dict[str, Any]:
             "format": cfg.format.model_dump(mode="json")}
 
 
-def candidate_source(cfg: RunConfig, problems: list[Example], console: Console):
+def candidate_source(cfg: RunConfig, problems: list[Example]):
     """``(name, iterator of (index, candidates))`` for the configured teacher."""
     from reasondistill.data.format import user_message
     from reasondistill.prepare import format_spec
@@ -277,6 +277,7 @@ def run_generate(cfg: RunConfig, *, data=None, limit: int | None = None,
     ``data`` section); resumable. Returns the summary."""
     from tqdm.auto import tqdm
 
+    from reasondistill.data.loaders import load_examples
     from reasondistill.evaluate.runner import check_settings, data_config_for
     from reasondistill.models import load_tokenizer
 
@@ -286,8 +287,6 @@ def run_generate(cfg: RunConfig, *, data=None, limit: int | None = None,
 
         check_teacher(cfg.generate.teacher)  # before any file is read or written
     out_dir = Path(out_dir or cfg.generate.out or Path(cfg.output_dir) / "generated")
-    from reasondistill.data.loaders import load_examples
-
     loaded = load_examples(data_config_for(data) if data is not None else cfg.data)
     problems = loaded.examples[:limit] if limit else loaded.examples
     if not problems:
@@ -307,7 +306,7 @@ def run_generate(cfg: RunConfig, *, data=None, limit: int | None = None,
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
         g = cfg.generate
-        teacher, stream = candidate_source(cfg, todo, console)
+        teacher, stream = candidate_source(cfg, todo)
         generated_tokens, verified, generated, started = 0, 0, 0, time.perf_counter()
         with tqdm(total=len(todo), unit="problem", desc="generate", disable=not progress) as bar:
             for index, candidates in stream:
