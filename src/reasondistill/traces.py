@@ -27,7 +27,6 @@ one, else the text before ``</think>``, else the text before its final answer bo
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections import defaultdict
@@ -42,7 +41,7 @@ from reasondistill.config import RunConfig
 from reasondistill.data.example import Example
 from reasondistill.errors import ReasondistillError
 from reasondistill.evaluate.answers import THINK_CLOSE
-from reasondistill.io import atomic_write_json, atomic_write_text
+from reasondistill.io import append_json_line, atomic_write_json, atomic_write_text
 
 LOG, TRACES, UNVERIFIED, SUMMARY, SETTINGS = (
     "log.jsonl", "traces.jsonl", "unverified.jsonl", "summary.json", "settings.json")
@@ -132,28 +131,21 @@ class ProblemLog:
 
     def records(self) -> list[dict[str, Any]]:
         """The finished problems, the last record of each id (a problem whose every request
-        failed is tried again by a rerun, and its new record follows the old one); a torn
-        last line (a kill mid-write) is dropped and the file rewritten without it."""
+        failed is tried again by a rerun, and its new record follows the old one). A torn
+        last line (a kill mid-write) is dropped and the file rewritten without it, so the
+        next append starts on a line of its own."""
+        from reasondistill.evaluate.report import read_records
+
         if not self.path.is_file():
             return []
-        text = self.path.read_text(encoding="utf-8")
-        records, good = [], []
-        for line in text.splitlines(keepends=True):
-            try:
-                records.append(json.loads(line))
-                good.append(line if line.endswith("\n") else line + "\n")
-            except json.JSONDecodeError:
-                continue
-        if "".join(good) != text:
-            atomic_write_text(self.path, "".join(good))
+        records = read_records(self.path)
+        if not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size:
+            atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                 for r in records))
         return list({r["id"]: r for r in records}.values())
 
     def append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_json_line(self.path, record)
 
 
 # --------------------------------------------------------------------------- outputs
