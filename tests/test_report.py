@@ -14,7 +14,8 @@ from PIL import Image
 
 from reasondistill.errors import DataError, ReasondistillError
 from reasondistill.evaluate.metrics import score_prediction, summarize
-from reasondistill.evaluate.report import load_run, read_records, write_report
+from reasondistill.evaluate.report import load_run, write_report
+from reasondistill.io import read_records
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file.
+"""Atomic file writes and append-only JSONL: a reader (or a crash) never sees a half-written
+file, and at most a torn last line of a log, which the reader skips.
 
 Each function writes to a temporary file in the destination's own directory (so the final
 ``os.replace`` is a rename within one filesystem, which POSIX makes atomic) and then
@@ -12,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from reasondistill.errors import DataError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -62,3 +65,25 @@ def append_json_line(path: str | Path, obj: Any) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file (what :func:`append_json_line` writes). A torn *last* line (a
+    run killed mid-write) is skipped; a bad line anywhere else is an error naming the file
+    and line."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise DataError(f"not valid JSON: {error.msg}", file=str(path), row=number) from None
+        if not isinstance(record, dict):
+            raise DataError("expected a JSON object", file=str(path), row=number)
+        records.append(record)
+    return records

@@ -134,7 +134,7 @@ class ProblemLog:
         failed is tried again by a rerun, and its new record follows the old one). A torn
         last line (a kill mid-write) is dropped and the file rewritten without it, so the
         next append starts on a line of its own."""
-        from reasondistill.evaluate.report import read_records
+        from reasondistill.io import read_records
 
         if not self.path.is_file():
             return []

@@ -271,7 +271,7 @@ def recorded(metrics_path, when: str) -> dict | None:
     """The last ``similarity: when`` record of ``metrics.jsonl`` (without its tags), if any."""
     from pathlib import Path
 
-    from reasondistill.evaluate.report import read_records
+    from reasondistill.io import read_records
 
     path = Path(metrics_path)
     found = [r for r in (read_records(path) if path.is_file() else [])

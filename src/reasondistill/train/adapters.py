@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 FINAL_ADAPTER = "adapter"
+TRAINER_STATE = "trainer_state.json"  # the file the Trainer writes last into a checkpoint
 
 
 def phase_adapter(phase: str) -> str:
@@ -16,20 +17,31 @@ def phase_adapter(phase: str) -> str:
 
 
 def latest_checkpoint(directory: Path, *, holding: str | None = None) -> str | None:
-    """The Trainer's newest checkpoint in ``directory`` (``get_last_checkpoint``); with
-    ``holding``, the newest one that also holds that file (a file our callback writes after
-    the Trainer's own save, which a kill could have cut off)."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+    """The newest *complete* Trainer checkpoint in ``directory``, or None.
+
+    The Trainer writes a checkpoint in place, file by file, and ``trainer_state.json`` last;
+    ``get_last_checkpoint`` returns the newest folder whatever it holds, and resuming from a
+    folder without that state silently restarts the schedule on its weights. So a kill during
+    a save must make us fall back one checkpoint: complete means ``trainer_state.json`` parses
+    and, with ``holding``, that file (one our callback writes after the Trainer's save) exists.
+    """
+    import json
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    def complete(folder: Path) -> bool:
+        try:
+            json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return holding is None or (folder / holding).is_file()
 
     if not directory.is_dir():
         return None
-    newest = get_last_checkpoint(str(directory))
-    if newest is None or holding is None or (Path(newest) / holding).is_file():
-        return newest
     steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in directory.glob(
-        f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[1].isdigit())
-    complete = [p for _, p in steps if (p / holding).is_file()]
-    return str(complete[-1]) if complete else None
+        f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    done = [p for _, p in steps if complete(p)]
+    return str(done[-1]) if done else None
 
 
 def save_adapter(model, target: Path) -> None:

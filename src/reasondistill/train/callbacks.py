@@ -8,11 +8,15 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from reasondistill.io import append_json_line, atomic_write_text, read_records
+
 
 class MetricsJsonl(TrainerCallback):
     """Appends loss, lr, grad norm and tokens/s per logging step, tagged with the phase.
 
-    Lines are appended whole and flushed; a reader skips a torn last line after a crash.
+    Lines are appended whole and fsync'd; a reader skips a torn last line after a crash. A
+    resumed phase first drops what was logged after its checkpoint (the steps it is about to
+    redo), so the file has each step once and no gaps however often the run was killed.
     """
 
     def __init__(self, path: Path, phase: str, trainer) -> None:
@@ -23,6 +27,17 @@ class MetricsJsonl(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
         self._last_tokens = self.trainer.tokens_seen
+        if state.is_world_process_zero and self.path.is_file():
+            self.forget_after(state.global_step)
+
+    def forget_after(self, step: int) -> None:
+        """Rewrite the file without this phase's records past ``step``, its end-of-phase
+        record (the resumed phase writes its own) and a torn last line."""
+        records = read_records(self.path)
+        kept = [r for r in records if r.get("phase") != self.phase or "train_runtime" not in r
+                and r.get("step", 0) <= step]
+        if len(kept) != len(records) or not self.path.read_bytes().endswith(b"\n"):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -40,10 +55,7 @@ class MetricsJsonl(TrainerCallback):
         record["tokens_per_s"] = round((tokens - self._last_tokens) * world / elapsed, 1)
         record["tokens_seen"] = tokens * world
         self._last_time, self._last_tokens = now, tokens
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
+        append_json_line(self.path, record)
 
 
 class SaveProjections(TrainerCallback):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from reasondistill.config import RunConfig, dump_config
+from reasondistill.config import RunConfig, dump_config, load_config
 from reasondistill.distill.projections import FILENAME as PROJECTIONS_FILE
 from reasondistill.errors import ReasondistillError
 from reasondistill.io import atomic_write_json, atomic_write_text
@@ -157,6 +157,8 @@ def open_run_directory(cfg: RunConfig, prepared, tokenizer, *, resume: bool, mai
     if not resume and (run_dir / FINAL_ADAPTER).exists():
         raise ReasondistillError(f"{run_dir} already holds a finished run; pass --resume to "
                                  "continue it or choose another output_dir")
+    if resume and (run_dir / "config.yaml").is_file():
+        refuse_another_config(run_dir / "config.yaml", cfg)
     cached_teacher = None
     if cfg.distill.enabled and cfg.distill.teacher.cache:
         from reasondistill.distill.cache import open_for_run
@@ -170,6 +172,33 @@ def open_run_directory(cfg: RunConfig, prepared, tokenizer, *, resume: bool, mai
             for stale in ("metrics.jsonl", BALANCE_FILE):
                 (run_dir / stale).unlink(missing_ok=True)
     return cached_teacher
+
+
+# what shapes the adapter; eval, tracking and generate may change between a run and its resume
+RESUME_SECTIONS = ("model", "data", "format", "lora", "train", "distill")
+
+
+def refuse_another_config(stored: Path, cfg: RunConfig) -> None:
+    """``--resume`` continues the run that ``stored`` describes, or nothing: a checkpoint
+    trained under other settings would silently mix two runs. Names every key that differs."""
+    before = load_config(stored).model_dump(mode="json")
+    now = cfg.model_dump(mode="json")
+
+    def leaves(value, prefix):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield from leaves(inner, f"{prefix}.{key}")
+        else:
+            yield prefix, value
+
+    old = dict(kv for section in RESUME_SECTIONS for kv in leaves(before[section], section))
+    new = dict(kv for section in RESUME_SECTIONS for kv in leaves(now[section], section))
+    changed = [f"{key}: {old.get(key)!r} → {new.get(key)!r}"
+               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    if changed:
+        raise ReasondistillError(
+            f"{stored.parent} was trained with another config, so --resume would mix two runs "
+            f"({'; '.join(changed)}); use the original settings, or another output_dir")
 
 
 def load_student(model_cfg, lora_cfg, *, seed: int, bf16: bool, console: Console):

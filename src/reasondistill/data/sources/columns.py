@@ -1,7 +1,9 @@
 """``data.columns``: which column of a table feeds each Example field.
 
-A column the user named explicitly must exist (the error suggests the closest one). The
-defaults are forgiving: no ``type``/``difficulty`` column gives "default", no ``trace``
+A column mapped to another name than its default must exist (the error suggests the closest
+one). The defaults are forgiving, also when written out as they are in a run's resolved
+``config.yaml`` (which therefore loads back to the same run): no ``type``/``difficulty``
+column gives "default", no ``trace``
 column gives empty traces plus a warning (the format stage would then drop every row, so the
 report says why). Columns the mapping does not use travel along in ``Example.meta``.
 """
@@ -34,7 +36,7 @@ class ColumnMapper:
                 continue
             if wanted in available:
                 self.column[name] = wanted
-            elif name in ALWAYS_REQUIRED or name in columns.model_fields_set:
+            elif name in ALWAYS_REQUIRED or wanted != ColumnMap.model_fields[name].default:
                 raise DataError(
                     f"column {wanted!r} (data.columns.{name}) not found"
                     f"{did_you_mean(wanted, available)}; columns in the file: {listed}",
