@@ -313,6 +313,14 @@ def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
         raise ConfigError(_explain(error, RunConfig, source)) from None
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: where and what (PyYAML's own message spans several
+    lines, with a caret drawing and a blank line, and its line numbers count from 0)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + str(getattr(error, "problem", None) or error).strip()
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``--set a.b=value`` overrides (values parsed as YAML) to a raw config dict."""
     for item in overrides:
@@ -325,7 +333,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                              f"({yaml_problem(error)}); quote it to pass text") from None
     return raw
 
 
@@ -341,7 +353,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
         if not isinstance(raw, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
@@ -24,7 +25,40 @@ def find_adapter(path: Path) -> Path:
 
 
 def adapter_config(adapter_dir: Path) -> dict:
-    return json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ReasondistillError(f"{path}: not a readable adapter config ({error})") from None
+    if not isinstance(config, dict):
+        raise ReasondistillError(f"{path}: not an adapter config (expected a JSON object)")
+    return config
+
+
+@contextlib.contextmanager
+def loading_adapter(adapter_dir):
+    """Wrap PEFT's loading of ``adapter_dir`` onto a base model, so an adapter that does not
+    fit that base is one clear error naming the adapter, not a traceback.
+
+    PEFT reports an adapter trained on another base as a RuntimeError listing every size
+    mismatch, targets the base lacks as a ValueError, and a garbled config or weight file as
+    a ValueError or safetensors' own error: all of them the user's choice of adapter or base.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, SafetensorError) as error:
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        mismatches = [line for line in lines if line.startswith("size mismatch")]
+        detail = (f"{len(mismatches)} tensors have other shapes, e.g. {mismatches[0]}"
+                  if mismatches else lines[0] if lines else type(error).__name__)
+        raise ReasondistillError(f"adapter {adapter_dir} does not fit the base model (was it "
+                                 f"trained on another one?): {detail}") from None
 
 
 def check_rank(config: dict, max_rank: int | None, adapter_dir: Path) -> None:
@@ -64,7 +98,8 @@ def write_merged_model(adapter_dir: Path, out: Path, *, model_name: str,
 
     check_rank(adapter_config(adapter_dir), max_rank, adapter_dir)
     model, tokenizer = load_model(ModelConfig(name=model_name), dtype="float32")
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with loading_adapter(adapter_dir):
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     temp = out.with_name(out.name + ".tmp")
     shutil.rmtree(temp, ignore_errors=True)
     merged.save_pretrained(str(temp))

@@ -151,10 +151,23 @@ def _load_error(name: str, error: Exception) -> ReasondistillError:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if Path(name).expanduser().is_dir():
         return ReasondistillError(f"could not load the model in directory {name!r}: {reason}")
+    from huggingface_hub import constants
+
+    offline = (" (offline mode is on, HF_HUB_OFFLINE, and it is not in the local hub cache)"
+               if constants.HF_HUB_OFFLINE else "")
     return ReasondistillError(
         f"could not load model {name!r}: it is not a local directory or an embedded model "
-        f"({', '.join(EMBEDDED)}), and loading it as a hub id failed: {reason}"
+        f"({', '.join(EMBEDDED)}), and loading it as a hub id failed{offline}: {reason}"
     )
+
+
+def _unreadable_weights() -> tuple[type[Exception], ...]:
+    """What a damaged weight file raises: safetensors' own error (a garbled header, a
+    truncated file) is neither an OSError nor a ValueError, and would otherwise surface as
+    a traceback instead of naming the model directory."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, KeyError, SafetensorError)
 
 
 # --------------------------------------------------------------------------- GGUF conversion
@@ -346,7 +359,7 @@ def load_model(cfg: ModelConfig, *, dtype: str | torch.dtype | None = None):
             source, dtype=torch_dtype, revision=cfg.revision,
             trust_remote_code=cfg.trust_remote_code, **NO_HUB_KERNELS,
         )
-    except (OSError, ValueError, KeyError) as error:
+    except _unreadable_weights() as error:
         raise _load_error(cfg.name, error) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

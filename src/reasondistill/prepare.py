@@ -10,7 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from reasondistill.config import DataConfig, FormatConfig
-from reasondistill.data.format import FormatSpec
+from reasondistill.data.format import DROP_SHORT_TRACE, FormatSpec
+from reasondistill.errors import DataError
 from reasondistill.tokenize import DROP_ANSWER_TRUNCATED, TokenizedSet, tokenize_examples
 
 
@@ -47,6 +48,8 @@ def prepare_data(data_cfg: DataConfig, format_cfg: FormatConfig, tokenizer,
         truncate=format_cfg.truncate, enable_thinking=format_cfg.enable_thinking,
         progress=progress,
     )
+    if not tokenized.rows:
+        raise _nothing_left(loaded, tokenized, format_cfg)
     drops = Counter(loaded.drops) + tokenized.drops
     trace_cut = sum(1 for r in tokenized.rows if r.trace_cut)
     report = {
@@ -67,3 +70,20 @@ def prepare_data(data_cfg: DataConfig, format_cfg: FormatConfig, tokenizer,
         "rows_trace_cut": trace_cut,
     }
     return PreparedData(tokenized, report)
+
+
+def _nothing_left(loaded, tokenized: TokenizedSet, cfg: FormatConfig) -> DataError:
+    """Every row the loader kept was dropped by the format stage: that is the ``format``
+    section's doing (a ``max_length`` below every row, a ``min_trace_chars`` above every
+    trace), so the error names those keys rather than leaving an empty data set to fail
+    later with nothing to point at."""
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in tokenized.drops.most_common())
+    fixes = []
+    if DROP_ANSWER_TRUNCATED in tokenized.drops:
+        fixes.append(f"raise format.max_length (now {cfg.max_length})"
+                     + (" or set format.truncate: trace" if cfg.truncate == "drop" else ""))
+    if DROP_SHORT_TRACE in tokenized.drops:
+        fixes.append(f"lower format.min_trace_chars (now {cfg.min_trace_chars})")
+    return DataError(f"no rows left after formatting: all {len(loaded.examples)} rows were "
+                     f"dropped ({reasons}); " + ("; ".join(fixes) or "check the format section"),
+                     file=loaded.source)

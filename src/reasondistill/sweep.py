@@ -42,7 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
-from reasondistill.errors import ConfigError
+from reasondistill.errors import ConfigError, did_you_mean
 
 RESULTS = "results.json"
 ARM_FLAGS = ("train", "grid", "seeds")  # an arm's keys that are not config overrides
@@ -86,10 +86,16 @@ def load_sweep(path: Path) -> tuple[SweepSpec, Path]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         spec = SweepSpec.model_validate(raw)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        from reasondistill.config import yaml_problem
+
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+            raise ConfigError(f"{path}: unknown key {where!r}"
+                              f"{did_you_mean(where, SweepSpec.model_fields)}; allowed: "
+                              f"{', '.join(SweepSpec.model_fields)}") from None
         raise ConfigError(f"{path}: {where or 'top level'}: {first['msg']}") from None
     for arm, overrides in spec.arms.items():
         for flag, meaning in (("train", "false = evaluate the base model without training"),
@@ -264,7 +270,11 @@ def run_sweep(path: Path, *, console: Console, print_commands: bool = False,
     sweep_dir = Path(spec.output_dir)
     points = expand(spec, base, sweep_dir)
     if only is not None:
-        points_run = [p for p in points if re.search(only, p.name)]
+        try:
+            pattern = re.compile(only)
+        except re.error as error:
+            raise ConfigError(f"--only {only!r} is not a regular expression: {error}") from None
+        points_run = [p for p in points if pattern.search(p.name)]
         if not points_run:
             raise ConfigError(f"--only {only!r} matches none of the {len(points)} points")
     else:

@@ -283,12 +283,18 @@ def _short(value) -> str:
 
 
 def differences(cached: dict, expected: dict) -> list[str]:
-    """The keys of ``expected`` whose values differ in ``cached``, each with both values."""
+    """The keys of ``expected`` whose values differ in ``cached``, each with both values
+    (of a mapping, only its differing entries: two adapters' digests share the config
+    file's, and showing that one would make the two values look equal)."""
     out = []
     for key, value in expected.items():
-        if cached.get(key) != value:
-            out.append(f"{key} (cache: {_short(cached.get(key, '<absent>'))}; "
-                       f"this config: {_short(value)})")
+        old = cached.get(key, "<absent>")
+        if old != value:
+            if isinstance(old, dict) and isinstance(value, dict):
+                keys = sorted(k for k in set(old) | set(value) if old.get(k) != value.get(k))
+                old = {k: old.get(k, "<absent>") for k in keys}
+                value = {k: value.get(k, "<absent>") for k in keys}
+            out.append(f"{key} (cache: {_short(old)}; this config: {_short(value)})")
     return out
 
 
@@ -399,8 +405,11 @@ def build_online_teacher(cfg, spec: TeacherSpec, layer_map: LayerMap):
     if spec.kind == "self":
         from peft import PeftModel
 
+        from reasondistill.export import loading_adapter
+
         base, _ = load_model(cfg.model, dtype=spec.dtype)
-        model = PeftModel.from_pretrained(base, str(spec.adapter), is_trainable=False)
+        with loading_adapter(spec.adapter):
+            model = PeftModel.from_pretrained(base, str(spec.adapter), is_trainable=False)
     else:
         model, _ = load_teacher_model(cfg.distill.teacher)
     if torch.cuda.is_available():
@@ -479,6 +488,8 @@ def write_cache(cfg, out: str | Path | None = None, *, console=None,
             raise ReasondistillError(f"{directory} holds a teacher cache of another setup; "
                                      f"differs: {'; '.join(diff)}. Choose another --out or "
                                      "delete it")
+    if todo and teacher is None:  # before the first write: a teacher that cannot load
+        teacher = build_online_teacher(cfg, spec, plan.layer_map)  # leaves no half cache
     directory.mkdir(parents=True, exist_ok=True)
     _write_fingerprint(directory, expected, spec)
     _save_tokenizer(plan.teacher_tokenizer, directory)

@@ -105,9 +105,12 @@ class SelfTeacher(OnlineTeacher):
     """The student's base with the teacher adapter switched on (the CPU default)."""
 
     def __init__(self, peft_model, layer_map: LayerMap, adapter_dir: str):
+        from reasondistill.export import loading_adapter
+
         super().__init__(peft_model, layer_map)
-        peft_model.load_adapter(str(adapter_dir), adapter_name=TEACHER_ADAPTER,
-                                is_trainable=False)
+        with loading_adapter(adapter_dir):
+            peft_model.load_adapter(str(adapter_dir), adapter_name=TEACHER_ADAPTER,
+                                    is_trainable=False)
         self.student_adapter = peft_model.active_adapter
         # the teacher adapter's own LoRA dropout (if it was trained with one) stays off: the
         # model is in training mode for the student, but the teacher's signal is deterministic

@@ -400,7 +400,10 @@ def load_eval_model(model_cfg, *, adapter: str | None = None, dtype: str | None 
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        from reasondistill.export import loading_adapter
+
+        with loading_adapter(adapter):
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval(), tokenizer

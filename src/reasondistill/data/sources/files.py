@@ -75,6 +75,8 @@ def sniff(file: Path) -> str | None:
     head = _head(file)
     if head.startswith(b"PAR1"):
         return "parquet"
+    if b"\x00" in head:  # binary: no text format, whatever commas its bytes hold
+        return None
     text = head.removeprefix(BOM).lstrip()
     if text[:1] in (b"{", b"["):
         return "jsonl"
@@ -173,6 +175,9 @@ def read_csv(file: Path) -> Table:
     hint = wrong_format_hint(file, "csv")
     if hint:
         raise DataError("not a CSV file" + hint, file=str(file))
+    if b"\x00" in _head(file):  # the csv module would read binary bytes as column names
+        raise DataError("not a CSV file: it holds binary data (NUL bytes), not text",
+                        file=str(file))
     handle = file.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(handle)
     try:
