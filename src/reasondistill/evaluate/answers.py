@@ -306,9 +306,11 @@ def is_correct(predicted: str | None, label: str, *, rel_tol: float = 1e-4,
                timeout_s: float = SYMBOLIC_TIMEOUT_S) -> bool:
     """Does ``predicted`` answer ``label``? The label's :func:`answer_kind` picks the rule.
 
-    Identical text (after whitespace normalisation) is always correct. Strings need exactly
-    that. Numbers (units and words after them ignored on both sides) are equal when both are
-    whole numbers with the same value, or else within ``rel_tol`` of the label;
+    Identical text (after whitespace normalisation) is always correct, and so is the label's
+    text with its braces unescaped, as :func:`extract` unescapes the prediction's: a student
+    that boxes the label ``A \\cup \\{3\\}`` exactly is read back as ``A \\cup {3}``. Strings
+    need exactly that. Numbers (units and words after them ignored on both sides) are equal
+    when both are whole numbers with the same value, or else within ``rel_tol`` of the label;
     ``integer_tolerance=True`` applies ``rel_tol`` to whole numbers too. A prediction that is
     not a number (``x = 5``, ``\\sqrt{4}``) goes on to the symbolic check. LaTeX labels are
     compared with ``math-verify``; a check that exceeds ``timeout_s`` counts as wrong.
@@ -316,7 +318,7 @@ def is_correct(predicted: str | None, label: str, *, rel_tol: float = 1e-4,
     if predicted is None:
         return False
     pred, gold = normalize_whitespace(str(predicted)), normalize_whitespace(str(label))
-    if pred == gold:
+    if pred == gold or pred == unescape_braces(gold):
         return True
     kind = answer_kind(gold)
     if kind == "string":

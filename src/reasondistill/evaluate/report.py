@@ -29,6 +29,7 @@ from reasondistill.errors import DataError, ReasondistillError
 from reasondistill.evaluate import plots
 from reasondistill.evaluate.metrics import ERROR_KINDS, accuracy_block, summarize
 from reasondistill.io import atomic_write_bytes, atomic_write_text
+from reasondistill.paths import run_relative
 
 BEFORE, AFTER = "before", "after"
 
@@ -550,11 +551,14 @@ def _samples(run: RunResult) -> list[Block]:
 # --------------------------------------------------------------------------- entry point
 
 
-def build_report(runs: list[RunResult]) -> list[Block]:
-    """The report's blocks: the cross-run comparison (with 2+ runs), then each run."""
+def build_report(runs: list[RunResult], out_dir: Path | None = None) -> list[Block]:
+    """The report's blocks: the cross-run comparison (with 2+ runs), then each run. Run
+    directories are named by :func:`~reasondistill.paths.run_relative` to ``out_dir``, the
+    report's own directory (``.`` for a run's report written into it)."""
+    where = [run_relative(r.path, out_dir) if out_dir is not None else str(r.path) for r in runs]
     blocks: list[Block] = [
         Heading(1, "reasondistill report"),
-        Paragraph("Runs: " + ", ".join(f"{r.name} ({r.path})" for r in runs)),
+        Paragraph("Runs: " + ", ".join(f"{r.name} ({w})" for r, w in zip(runs, where))),
     ]
     if len(runs) > 1:
         blocks += _comparison(runs)
@@ -572,8 +576,8 @@ def write_report(run_dirs: list[Path], out_dir: Path, *,
     if not run_dirs:
         raise ReasondistillError("no run directories given to report on")
     runs = [load_run(Path(d), name) for d, name in zip(run_dirs, _run_names(list(run_dirs)))]
-    return write_blocks(build_report(runs), Path(out_dir), title="reasondistill report",
-                        plot_dir=plot_dir)
+    return write_blocks(build_report(runs, Path(out_dir)), Path(out_dir),
+                        title="reasondistill report", plot_dir=plot_dir)
 
 
 def write_blocks(blocks: list[Block], out_dir: Path, *, title: str,

@@ -24,6 +24,7 @@ from reasondistill.config import DataConfig, RunConfig
 from reasondistill.data.example import Example
 from reasondistill.errors import ConfigError, DataError, ReasondistillError
 from reasondistill.io import atomic_write_json, atomic_write_text
+from reasondistill.paths import inside, run_relative
 
 PREDICTIONS, SUMMARY, SETTINGS = "predictions.jsonl", "summary.json", "settings.json"
 FILE_SOURCES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -190,15 +191,37 @@ def generate_rows(backend, examples: Sequence[Example], prompts: Sequence[str], 
 
 
 def eval_settings(cfg: RunConfig, model_name: str, adapter: str | None,
-                  source: str) -> dict[str, Any]:
-    """What decides the rows' content; a resumed evaluation must match it."""
+                  source: str, *, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """What decides the rows' content; a resumed evaluation must match it.
+
+    The adapter is recorded by :func:`~reasondistill.paths.run_relative` to the run
+    (``adapter``) when ``out_dir`` lies inside the run directory, whose place then names the
+    run; elsewhere as given, so two runs' adapters evaluated into one ``--out`` differ."""
+    in_run = out_dir is None or inside(out_dir, cfg.output_dir) is not None
     return {
-        "model": model_name, "adapter": str(Path(adapter).resolve()) if adapter else None,
+        "model": model_name,
+        "adapter": (run_relative(adapter, cfg.output_dir) if in_run else str(adapter))
+        if adapter else None,
         "data": source, "max_new_tokens": cfg.eval.max_new_tokens,
         "temperature": cfg.eval.temperature, "num_samples": cfg.eval.num_samples,
         "rel_tol": cfg.eval.rel_tol, "integer_tolerance": cfg.eval.integer_tolerance,
         "format": cfg.format.model_dump(mode="json"),
     }
+
+
+def _upgrade_absolute_adapter(out_dir: Path, settings: dict[str, Any],
+                              adapter: str | None) -> None:
+    """A ``settings.json`` written before adapters were recorded relative to the run holds
+    the adapter's absolute path; the same adapter is rewritten in today's form, so that
+    evaluation resumes instead of being refused."""
+    path = out_dir / SETTINGS
+    if adapter is None or not path.is_file():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    old = before.get("adapter")
+    if (isinstance(old, str) and old != settings["adapter"] and Path(old).is_absolute()
+            and Path(old) == Path(adapter).resolve()):
+        atomic_write_json(path, {**before, "adapter": settings["adapter"]})
 
 
 def run_eval(cfg: RunConfig, *, model_name: str | None = None, adapter: str | Path | None = None,
@@ -225,7 +248,9 @@ def run_eval(cfg: RunConfig, *, model_name: str | None = None, adapter: str | Pa
     samples = cfg.eval.num_samples
     log = PredictionLog(out_dir / PREDICTIONS, samples)
     done = {str(r.get("id")) for r in log.repair()}
-    check_settings(out_dir, eval_settings(cfg, model_cfg.name, adapter, source), bool(done))
+    settings = eval_settings(cfg, model_cfg.name, adapter, source, out_dir=out_dir)
+    _upgrade_absolute_adapter(out_dir, settings, adapter)
+    check_settings(out_dir, settings, bool(done))
     todo = [e for e in examples if e.id not in done]
     console.print(f"eval: {len(examples)} problems from {source}"
                   + (f" ({len(examples) - len(todo)} already in {log.path})" if done else ""))
