@@ -614,11 +614,11 @@ def test_balance_none_sums_the_raw_terms():
     assert objective.log_record(values)["share_hidden"] < 1e-3
 
 
-def test_balance_averages_the_first_values_across_processes():
+def test_balance_takes_the_values_the_processes_agree_on():
     objective = Objective((("ce", 0.9), ("hidden", 0.1)),
                           {"normalize": "none", "distance": "mse"}, balance="initial")
-    objective(_term_step(ce=2.0, hidden=0.004),
-              mean_across_processes=lambda t: t * torch.tensor([1.0, 2.0]))  # other rank's
+    objective(_term_step(ce=2.0, hidden=0.004),  # rank 0's values, here: hidden doubled
+              agree_across_processes=lambda t: t * torch.tensor([1.0, 2.0]))
     assert objective.scales == {"hidden": pytest.approx(2.0 / 0.004)}
 
 

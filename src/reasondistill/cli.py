@@ -87,9 +87,14 @@ def train_command(
 ):
     """Train a LoRA adapter with the trace-distillation recipe (Train → Nudge)."""
     from reasondistill.config import load_config
-    from reasondistill.train.distributed import close_distributed
+    from reasondistill.train.distributed import (
+        close_distributed,
+        launch_engine,
+        refuse_sharded_parameters,
+    )
     from reasondistill.train.recipe import run_training
 
+    refuse_sharded_parameters(launch_engine())  # FSDP / ZeRO-3: before any weights load
     try:
         run_training(load_config(config, set_), resume=resume, dry_run=dry_run, console=out)
     except BaseException:

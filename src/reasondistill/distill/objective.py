@@ -52,15 +52,17 @@ class Objective:
         """Whether any active term reads ``StepTensors.<field_name>``."""
         return any(field_name in TERMS[name].needs for name in self.names)
 
-    def __call__(self, step: StepTensors, *, mean_across_processes: Callable | None = None
+    def __call__(self, step: StepTensors, *, agree_across_processes: Callable | None = None
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The weighted sum and each term's unweighted value. ``mean_across_processes``
-        averages the first micro-batch's values over the processes of a distributed run
-        before the balancing factors are taken from them, so every rank uses the same."""
+        """The weighted sum and each term's unweighted value. In a distributed run,
+        ``agree_across_processes`` makes the first micro-batch's values the same on every rank
+        before the balancing factors are taken from them (the trainer passes rank 0's: the
+        micro-batch one process with the same effective batch would measure), so every rank
+        uses the same factors."""
         step.options = self.options
         values = {name: TERMS[name].compute(step) for name in self.names}
         if self.balance == "initial" and not self.scales and len(self.weights) > 1:
-            self.scales.update(self.initial_scales(values, mean_across_processes))
+            self.scales.update(self.initial_scales(values, agree_across_processes))
         total = sum(weight * self.scale(name) * values[name] for name, weight in self.weights)
         return total, {name: float(value.detach()) for name, value in values.items()}
 
@@ -68,13 +70,13 @@ class Objective:
         return self.scales.get(name, 1.0)
 
     def initial_scales(self, values: dict[str, torch.Tensor],
-                       mean_across_processes: Callable | None = None) -> dict[str, float]:
+                       agree_across_processes: Callable | None = None) -> dict[str, float]:
         """``L_task / L_term`` for each term but the task's (1 where either is ~0, or where
         there is no task term to measure against)."""
         names = list(values)
         measured = torch.stack([values[n].detach().float().reshape(()) for n in names])
-        if mean_across_processes is not None:
-            measured = mean_across_processes(measured)
+        if agree_across_processes is not None:
+            measured = agree_across_processes(measured)
         measured = dict(zip(names, measured.tolist()))
         task = measured.get("ce", 0.0)
         return {name: (task / value if task > 1e-8 and value > 1e-12 else 1.0)

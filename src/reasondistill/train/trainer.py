@@ -33,6 +33,7 @@ class DistillTrainer(Trainer):
     def __init__(self, *args, sampler=None, neftune_alpha: float = 0.0, objective=None,
                  teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._refuse_sharded_parameters()
         self.order_sampler = sampler
         self.objective = objective or Objective((("ce", 1.0),), {})
         self.teacher = teacher  # a reasondistill.distill teacher source, or None
@@ -50,6 +51,18 @@ class DistillTrainer(Trainer):
         if neftune_alpha > 0:
             embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
             self._neftune_handle = embeddings.register_forward_hook(self._neftune_hook)
+
+    def _refuse_sharded_parameters(self) -> None:
+        """FSDP and DeepSpeed ZeRO-3 are refused (:mod:`.distributed` says why); the CLI
+        checks the launch before loading weights, this is the check for library callers."""
+        from reasondistill.train.distributed import refuse_sharded_parameters
+
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if self.is_fsdp_enabled:
+            refuse_sharded_parameters(("FSDP", "the Trainer's accelerator runs FSDP"))
+        if self.is_deepspeed_enabled and getattr(plugin, "zero_stage", None) == 3:
+            refuse_sharded_parameters(("DeepSpeed ZeRO-3",
+                                       "the Trainer's DeepSpeed config has zero stage 3"))
 
     def _get_train_sampler(self, train_dataset=None):
         return self.order_sampler if self.order_sampler is not None else super()._get_train_sampler(
@@ -175,8 +188,8 @@ class DistillTrainer(Trainer):
                 step.head_weight = head.weight
         if signal is not None:
             self._fill_alignment(step, outputs, distill, signal, unwrapped)
-        loss, values = objective(step, mean_across_processes=(
-            self._mean_across_processes if self.accelerator.num_processes > 1 else None))
+        loss, values = objective(step, agree_across_processes=(
+            self._from_main_process if self.accelerator.num_processes > 1 else None))
         for name, value in values.items():
             self._term_sums[name] = self._term_sums.get(name, 0.0) + value
         self._term_micro_batches += 1
@@ -203,15 +216,29 @@ class DistillTrainer(Trainer):
         step.teacher_aligned = signal.aligned
         step.teacher_final, step.teacher_head_weight = signal.final, signal.head_weight
 
-    def _mean_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.reduce(tensor.to(self.args.device), reduction="mean").cpu()
+    def _from_main_process(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``tensor`` on every rank. Rank 0's first micro-batch is the one a single
+        process with the same effective batch measures first, so the balancing factors (and
+        with them the loss curve) do not depend on the number of processes."""
+        from accelerate.utils import broadcast
+
+        return broadcast(tensor.to(self.args.device), from_process=0).cpu()
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """Adds each objective term's mean over the logging window (and its share of the
         total) to the Trainer's log line, so metrics.jsonl and TensorBoard/W&B get them."""
         if self._term_micro_batches and "loss" in logs:
             steps = self._term_micro_batches / max(1, self.args.gradient_accumulation_steps)
-            means = {name: total / steps for name, total in self._term_sums.items()}
+            sums = self._term_sums
+            if self.accelerator.num_processes > 1:
+                # each rank holds its micro-batches' part of the effective batch's terms
+                # (normalised by the whole batch's tokens): the batch's value is their sum.
+                # Every rank logs at the same step (the Trainer gathers the loss just before).
+                names = sorted(sums)
+                local = torch.tensor([sums[name] for name in names], dtype=torch.float64,
+                                     device=self.args.device)
+                sums = dict(zip(names, self.accelerator.reduce(local, reduction="sum").tolist()))
+            means = {name: total / steps for name, total in sums.items()}
             logs.update(self.objective.log_record(means))
             self._term_sums, self._term_micro_batches = {}, 0
         super().log(logs, *args, **kwargs)
