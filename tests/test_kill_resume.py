@@ -208,7 +208,8 @@ def test_a_killed_sweep_resumes_and_records_each_point_once(tmp_path, tiny_model
 # --------------------------------------------------------------------------- teacher cache
 
 
-def test_a_killed_cache_job_resumes_to_the_same_cache(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("shards_done", [0, 2], ids=["before-the-first-shard", "mid-job"])
+def test_a_killed_cache_job_resumes_to_the_same_cache(tmp_path, tiny_model_dir, shards_done):
     from test_distill_cache import cache_config, make_adapter, stored
 
     adapter = make_adapter(tmp_path / "teacher", tiny_model_dir, 0)
@@ -216,9 +217,9 @@ def test_a_killed_cache_job_resumes_to_the_same_cache(tmp_path, tiny_model_dir):
     command = ["cache", str(config), "--batch-size", "4", "--shard-rows", "8"]
     cli(*command, "--out", str(tmp_path / "straight"))
     killed = tmp_path / "killed"
-    run_killed("shard:-:3", *command, "--out", str(killed), cwd=tmp_path)
+    run_killed(f"shard:-:{shards_done + 1}", *command, "--out", str(killed), cwd=tmp_path)
     index = json.loads((killed / "index.json").read_text())
-    assert len(index["shards"]) == 2 and not index["complete"]
+    assert len(index["shards"]) == shards_done and not index["complete"]
 
     cli(*command, "--out", str(killed))
 

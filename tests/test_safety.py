@@ -391,11 +391,6 @@ def test_sweep_results_and_report_name_no_absolute_path(finished_sweep, tmp_path
             assert prefix not in text, f"{name} records an absolute path under {prefix}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sweep.point_record stores run_dir as str(point.run_dir), the sweep's output_dir as "
-    "given joined with runs/<name> (relative to the working directory, or absolute when "
-    "output_dir is); it should be run_relative(point.run_dir, sweep_dir) = 'runs/<name>'. "
-    "sweep.py is being edited elsewhere"))
 def test_sweep_results_record_each_run_relative_to_the_sweep_directory(finished_sweep):
     results = json.loads((finished_sweep / "results.json").read_text())
     assert [r["run_dir"] for r in results["results"]] == ["runs/zero-shot__seed0"]

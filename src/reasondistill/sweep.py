@@ -211,7 +211,8 @@ def point_record(point: Point) -> dict | None:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     record = {
         "name": point.name, "arm": point.arm, "seed": point.seed, "params": point.params,
-        "trains": point.trains, "run_dir": str(point.run_dir),
+        "trains": point.trains,
+        "run_dir": f"runs/{point.run_dir.name}",  # relative to the sweep's output_dir
         "n": summary["n"], "correct": summary["n_correct"], "accuracy": summary["accuracy"],
         "accuracy_ci": summary["accuracy_ci"], "parse_rate": summary["parse_rate"],
         "mean_generated_tokens": summary["mean_generated_tokens"],

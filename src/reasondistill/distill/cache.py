@@ -491,6 +491,8 @@ def write_cache(cfg, out: str | Path | None = None, *, console=None,
     if todo and teacher is None:  # before the first write: a teacher that cannot load
         teacher = build_online_teacher(cfg, spec, plan.layer_map)  # leaves no half cache
     directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / INDEX_FILE).is_file():  # first: a kill after it leaves a cache to resume
+        atomic_write_json(directory / INDEX_FILE, index)
     _write_fingerprint(directory, expected, spec)
     _save_tokenizer(plan.teacher_tokenizer, directory)
     for stale in directory.glob("shard-*"):  # a killed write's .tmp, or a shard never indexed

@@ -28,7 +28,7 @@ from typing import Any
 from reasondistill.errors import DataError, ReasondistillError
 from reasondistill.evaluate import plots
 from reasondistill.evaluate.metrics import ERROR_KINDS, accuracy_block, summarize
-from reasondistill.io import atomic_write_bytes, atomic_write_text
+from reasondistill.io import atomic_write_bytes, atomic_write_text, read_records
 from reasondistill.paths import run_relative
 
 BEFORE, AFTER = "before", "after"
@@ -60,26 +60,6 @@ class RunResult:
         if AFTER in self.evals:
             return self.evals[AFTER]
         return self.evals[sorted(self.evals)[-1]] if self.evals else None
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file. A torn *last* line (a run killed mid-write) is skipped; a bad
-    line anywhere else is an error naming the file and line."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == len(lines):
-                break
-            raise DataError(f"not valid JSON: {error.msg}", file=str(path), row=number) from None
-        if not isinstance(record, dict):
-            raise DataError("expected a JSON object", file=str(path), row=number)
-        records.append(record)
-    return records
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class PredictionLog:
         self.path, self.samples = Path(path), samples
 
     def rows(self) -> list[dict[str, Any]]:
-        from reasondistill.evaluate.report import read_records
+        from reasondistill.io import read_records
 
         return read_records(self.path) if self.path.is_file() else []
 
