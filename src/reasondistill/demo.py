@@ -18,18 +18,40 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
 def before_after_table(before: dict, after: dict) -> Table:
-    table = Table(title="what training changed (held-out puzzles)", title_justify="left")
+    table = Table(title="what training changed (held-out puzzles; accuracy with its 95% "
+                  "interval)", title_justify="left")
     for column in ("type", "n", "accuracy before", "accuracy after", "parse before",
                    "parse after"):
         table.add_column(column, justify="left" if column == "type" else "right")
     types = sorted(set(before["by_type"]) | set(after["by_type"]))
     for name in types + ["overall"]:
-        b = before if name == "overall" else before["by_type"].get(name, {})
-        a = after if name == "overall" else after["by_type"].get(name, {})
-        table.add_row(name, str(a.get("n", "")), _pct(b.get("accuracy")), _pct(a.get("accuracy")),
+        b, a = _block(before, name), _block(after, name)
+        table.add_row(name, str(a.get("n", "")), _with_ci(b), _with_ci(a),
                       _pct(b.get("parse_rate")), _pct(a.get("parse_rate")),
                       end_section=name == types[-1])
     return table
+
+
+def clear_gains(before: dict, after: dict) -> list[str]:
+    """The types whose accuracy after training lies wholly above the base model's 95%
+    interval: the gains this sample size can tell from chance."""
+    return [name for name in sorted(after["by_type"])
+            if _block(before, name).get("ci") and _block(after, name).get("ci")
+            and _block(after, name)["ci"][0] > _block(before, name)["ci"][1]]
+
+
+def _block(summary: dict, name: str) -> dict:
+    if name == "overall":
+        return {**summary, "ci": summary.get("accuracy_ci")}
+    return summary["by_type"].get(name, {})
+
+
+def _with_ci(block: dict) -> str:
+    if block.get("accuracy") is None:
+        return "–"
+    low, high = block.get("ci") or (None, None)
+    interval = f" [{low:.0%}, {high:.0%}]" if low is not None else ""
+    return f"{block['accuracy']:.0%}{interval}"
 
 
 def _pct(value) -> str:
@@ -61,5 +83,8 @@ def run_demo(config: Path | None, overrides: list[str], console: Console) -> Non
     console.rule("5/5 report")
     md_path, html_path = write_report([run_dir], run_dir)
     console.print(before_after_table(before, after))
+    gains = clear_gains(before, after)
+    console.print("gains beyond the base model's 95% interval: "
+                  + (", ".join(gains) if gains else "none"), highlight=False)
     minutes = (time.perf_counter() - started) / 60
     console.print(f"report: {md_path} and {html_path}  ({minutes:.1f} min)")
