@@ -27,3 +27,15 @@ def test_latent_examples_name_their_teacher():
     assert by_name["latent-self-teacher"].format.answer_only
     wider = by_name["latent-tiny-wider-teacher"].distill
     assert wider.enabled and wider.teacher.kind == "model" and wider.teacher.name
+
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "examples" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_example_sweep_expands_into_valid_configs(path, tmp_path):
+    from reasondistill.sweep import expand, load_sweep
+
+    spec, base = load_sweep(path)
+    points = expand(spec, base, tmp_path)  # each point's config is validated as it expands
+    assert len({p.name for p in points}) == len(points) >= 3
