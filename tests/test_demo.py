@@ -27,3 +27,18 @@ def test_the_table_shows_each_accuracy_with_its_interval():
     console.print(before_after_table(BEFORE, AFTER))
     text = console.export_text()
     assert "50% [36%, 64%]" in text and "0% [0%, 8%]" in text and "30% [20%, 40%]" in text
+
+
+def test_a_family_of_several_types_is_judged_on_its_pooled_count():
+    from reasondistill.demo import with_families
+
+    summary = {"accuracy": 0.1, "accuracy_ci": [0.05, 0.2], "by_type": {
+        "numeral": {"n": 60, "correct": 30, "accuracy": 0.5, "ci": [0.38, 0.62]},
+        "equation_numeric_deduce": {"n": 30, "correct": 3, "accuracy": 0.1, "ci": [0.03, 0.26]},
+        "equation_numeric_guess": {"n": 30, "correct": 5, "accuracy": 0.17, "ci": [0.07, 0.34]}}}
+    pooled = with_families(summary, ["numeral", "equation_numeric"])["by_type"]
+    family = pooled["equation_numeric (all types)"]
+    assert (family["n"], family["correct"]) == (60, 8)
+    assert 0.06 < family["ci"][0] < family["accuracy"] < family["ci"][1]
+    assert "numeral (all types)" not in pooled  # one type: the type's own row says it
+    assert with_families(summary, None) == summary
