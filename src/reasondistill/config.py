@@ -361,5 +361,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return parse_config(apply_overrides(raw, overrides or []), source)
 
 
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """``key: old → new`` for every (dotted, nested) key whose value differs: how a refusal
+    to mix two runs' settings names what changed."""
+
+    def leaves(value, prefix=""):
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                yield from leaves(inner, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            yield prefix, value
+
+    old, new = dict(leaves(before)), dict(leaves(after))
+    return [f"{key}: {old.get(key)!r} → {new.get(key)!r}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from reasondistill.config import DataConfig, RunConfig
+from reasondistill.config import DataConfig, RunConfig, changed_keys
 from reasondistill.data.example import Example
 from reasondistill.errors import ConfigError, DataError, ReasondistillError
 from reasondistill.io import atomic_write_json, atomic_write_text
@@ -135,8 +135,7 @@ def check_settings(out_dir: Path, settings: dict[str, Any], has_rows: bool, *,
     path = out_dir / SETTINGS
     if has_rows and path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
-        changed = [f"{k}: {before.get(k)!r} → {settings.get(k)!r}"
-                   for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k)]
+        changed = changed_keys(before, settings)
         if changed:
             raise ReasondistillError(
                 f"{out_dir} holds {what} made with other settings ({'; '.join(changed)}); "

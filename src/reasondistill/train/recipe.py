@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from reasondistill.config import RunConfig, dump_config, load_config
+from reasondistill.config import RunConfig, changed_keys, dump_config, load_config
 from reasondistill.distill.projections import FILENAME as PROJECTIONS_FILE
 from reasondistill.errors import ReasondistillError
 from reasondistill.io import atomic_write_json, atomic_write_text
@@ -183,18 +183,8 @@ def refuse_another_config(stored: Path, cfg: RunConfig) -> None:
     trained under other settings would silently mix two runs. Names every key that differs."""
     before = load_config(stored).model_dump(mode="json")
     now = cfg.model_dump(mode="json")
-
-    def leaves(value, prefix):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                yield from leaves(inner, f"{prefix}.{key}")
-        else:
-            yield prefix, value
-
-    old = dict(kv for section in RESUME_SECTIONS for kv in leaves(before[section], section))
-    new = dict(kv for section in RESUME_SECTIONS for kv in leaves(now[section], section))
-    changed = [f"{key}: {old.get(key)!r} → {new.get(key)!r}"
-               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    changed = changed_keys({s: before[s] for s in RESUME_SECTIONS},
+                           {s: now[s] for s in RESUME_SECTIONS})
     if changed:
         raise ReasondistillError(
             f"{stored.parent} was trained with another config, so --resume would mix two runs "
