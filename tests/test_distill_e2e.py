@@ -67,6 +67,31 @@ def test_self_teacher_same_sequence_logs_every_term(tmp_path, tiny_model_dir, te
     assert not (tmp_path / "run" / "adapter" / "teacher").exists()  # the student's alone
 
 
+def test_alpha_zero_is_plain_trace_training(tmp_path, tiny_model_dir, teacher_adapter):
+    """α = 0 is a sensitivity sweep's baseline: no term reads the teacher, so training is the
+    plain completion loss (a regression: the teacher's signal used to be built anyway and the
+    step crashed looking for hidden states nobody asked for)."""
+    import torch
+    from safetensors.torch import load_file
+
+    (tmp_path / "latent").mkdir()
+    (tmp_path / "plain").mkdir()
+    latent = latent_config(tmp_path / "latent", tiny_model_dir, {
+        "teacher": {"kind": "self", "adapter": str(teacher_adapter)}, "alpha": 0.0,
+        "layers": {"last_k": 1}})
+    run_training(latent)
+    records = logged(tmp_path / "latent" / "run")
+    assert records and not any("loss_hidden" in r for r in records)
+    plain = latent_config(tmp_path / "plain", tiny_model_dir, {"enabled": False})
+    run_training(plain)
+    ce = [r["loss"] for r in records]
+    assert ce == pytest.approx([r["loss"] for r in logged(tmp_path / "plain" / "run")], rel=1e-5)
+    latent_weights = load_file(tmp_path / "latent" / "run" / "adapter" / "adapter_model.safetensors")
+    plain_weights = load_file(tmp_path / "plain" / "run" / "adapter" / "adapter_model.safetensors")
+    assert latent_weights.keys() == plain_weights.keys()
+    assert all(torch.allclose(latent_weights[k], plain_weights[k], atol=1e-6) for k in plain_weights)
+
+
 def test_answer_anchor_with_an_answer_only_student(tmp_path, tiny_model_dir, teacher_adapter):
     cfg = latent_config(tmp_path, tiny_model_dir, {
         "teacher": {"kind": "self", "adapter": str(teacher_adapter)},

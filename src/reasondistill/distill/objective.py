@@ -52,6 +52,12 @@ class Objective:
         """Whether any active term reads ``StepTensors.<field_name>``."""
         return any(field_name in TERMS[name].needs for name in self.names)
 
+    @property
+    def reads_teacher(self) -> bool:
+        """Whether any active term reads the teacher. At α = β = 0 (a sensitivity sweep's
+        baseline point) none does, and the teacher's forward pass is skipped."""
+        return self.needs("teacher_aligned") or self.needs("teacher_final")
+
     def __call__(self, step: StepTensors, *, agree_across_processes: Callable | None = None
                  ) -> tuple[torch.Tensor, dict[str, float]]:
         """The weighted sum and each term's unweighted value. In a distributed run,

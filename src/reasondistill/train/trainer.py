@@ -160,7 +160,7 @@ class DistillTrainer(Trainer):
                            share=n_local / denominator)
         objective = self.objective
         signal = None
-        if self.teacher is not None:
+        if self.teacher is not None and objective.reads_teacher:
             kept_positions = keep.reshape(-1).nonzero().squeeze(1)
             signal = self.teacher.signal(
                 {**inputs, **distill}, final_positions=kept_positions if objective.needs("teacher_final") else None)
