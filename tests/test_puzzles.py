@@ -409,18 +409,21 @@ def test_the_suite_imports_without_torch():
 # --- the stepwise trace style -------------------------------------------------------------------
 
 STEPWISE_FAMILIES = [f for f in FAMILIES if "stepwise" in FAMILY_MODULES[f].STYLES]
+ARITHMETIC_FAMILIES = ["gravity", "unit_conversion", "equation_numeric"]
 # a column of a sum, a difference or a product: only one-digit numbers and a carry
-COLUMN = re.compile(r"^(ones|tens|hundreds|thousands|ten-thousands): ")
+COLUMN = re.compile(r"^(ones|tens|hundreds|thousands|ten-thousands|hundred-thousands|10\^\d+): ")
 DIGIT_OPERATION = re.compile(r"(\d+) ?([+\-*<]) ?(\d+)")
+# one factor times one digit, written digit by digit (a partial product, a division's trial)
+DIGIT_ROW = re.compile(r"(\d+) ?\* ?(\d)(?: \(\w[\w-]* digit\))?: ((?:\d\*\d[^;>]*;? ?)+) -> (\d+)")
 
 
-def test_stepwise_is_written_for_three_families_and_refused_elsewhere():
-    assert STEPWISE_FAMILIES == ["numeral", "cipher", "equation_numeric"]
-    with pytest.raises(ConfigError, match="not written for gravity.*numeral, cipher"):
-        generate_puzzles(4, families=["gravity", "numeral"], style="stepwise")
+def test_stepwise_is_written_for_every_family_but_cryptarithm():
+    assert STEPWISE_FAMILIES == [f for f in FAMILIES if f != "cryptarithm"]
+    with pytest.raises(ConfigError, match="not written for cryptarithm.*numeral"):
+        generate_puzzles(4, families=["cryptarithm", "numeral"], style="stepwise")
 
 
-@pytest.mark.parametrize("family", ["numeral", "cipher", "equation_numeric"])
+@pytest.mark.parametrize("family", STEPWISE_FAMILIES)
 def test_stepwise_traces_solve_the_same_problems_from_their_prompts(family):
     levels = FAMILY_MODULES[family].LEVELS
     for level in levels:
@@ -436,21 +439,56 @@ def test_stepwise_traces_solve_the_same_problems_from_their_prompts(family):
             assert oracle(e) == e.answer
 
 
-def test_stepwise_arithmetic_never_leaps():
-    """Every column line of a stepwise equation trace works on one-digit numbers (plus a
-    carry or a borrowed 1x): no multi-digit result is stated without its columns."""
-    columns = 0
-    for e in generate_puzzles(200, seed=3, families=["equation_numeric"], style="stepwise"):
-        for line in e.trace.splitlines():
-            if COLUMN.match(line):
-                columns += 1
-                for a, _, b in DIGIT_OPERATION.findall(line.split(": ", 1)[1]):
-                    assert len(a) <= 2 and len(b) == 1, (e.id, line)
-                    assert len(a) == 1 or a.startswith("1"), (e.id, line)
-            if " digit): " in line:  # a partial product, digit by digit
-                for a, _, b in DIGIT_OPERATION.findall(line.split(": ", 1)[1].split(" -> ")[0]):
-                    assert len(a) == 1 and len(b) == 1, (e.id, line)
-    assert columns > 1000
+@pytest.mark.parametrize("family", ARITHMETIC_FAMILIES)
+def test_stepwise_arithmetic_never_leaps(family):
+    """Every column line of a stepwise trace works on one-digit numbers (plus a carry or a
+    borrowed 1x), and every product of a number by one digit is written digit by digit and
+    is right: no multi-digit result is stated without its steps."""
+    columns = rows = 0
+    for level in FAMILY_MODULES[family].LEVELS:
+        for e in generate_puzzles(60, seed=3, families=[family], level=level, style="stepwise"):
+            for line in e.trace.splitlines():
+                if COLUMN.match(line):
+                    columns += 1
+                    for a, _, b in DIGIT_OPERATION.findall(line.split(": ", 1)[1]):
+                        assert len(a) <= 2 and len(b) == 1, (e.id, line)
+                        assert len(a) == 1 or a.startswith("1"), (e.id, line)
+                for factor, digit, steps, product in DIGIT_ROW.findall(line):
+                    rows += 1
+                    assert int(factor) * int(digit) == int(product), (e.id, line)
+                    for a, _, b in DIGIT_OPERATION.findall(steps):
+                        assert len(a) == 1 and len(b) == 1, (e.id, line)
+    assert columns > 500 and rows > 100
+
+
+def test_stepwise_decimal_arithmetic_is_exact():
+    """Long division, decimal products and rounding agree with Python's decimals."""
+    import random
+    from decimal import ROUND_DOWN, Decimal
+
+    from reasondistill.data.puzzles.common import cents
+    from reasondistill.data.puzzles.stepwise import decimal_mul_steps, decimals, div_steps, round_steps
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        a = Decimal(rng.randint(1, 99999)).scaleb(-rng.randint(0, 6))
+        b = Decimal(rng.randint(1, 99999)).scaleb(-rng.randint(0, 4))
+        places = rng.randint(0, 4)
+        _, quotient = div_steps(a, b, places)
+        cut = max(places, decimals(a.scaleb(decimals(b))))
+        assert quotient == (a / b).quantize(Decimal(1).scaleb(-cut), rounding=ROUND_DOWN)
+        _, product = decimal_mul_steps(a, b)
+        assert product == a * b
+        assert round_steps(product, 2)[1] == cents(product)
+
+
+def test_stepwise_scaling_reads_the_constant_by_long_division():
+    e = generate_puzzles(1, seed=1, families=["unit_conversion"], level=2, style="stepwise")[0]
+    lines = e.trace.splitlines()
+    assert lines[0].startswith("k = out/in, read off the largest input: ")
+    assert lines[1].endswith("long division:") and any(l.startswith("remainder ") for l in lines)
+    k = next(line for line in lines if re.fullmatch(r"k = \d+\.\d+", line))
+    assert k == f"k = {e.meta['hidden_rule'].split(' = ')[1]}"
 
 
 def test_stepwise_candidates_are_tried_and_rejected_in_order():

@@ -9,7 +9,15 @@ The prompt names the rule class of its level (:data:`CLASS_TEXT`):
 The solver enumerates every rule of the named class (and the simpler ones) that fits all
 examples — all examples at once, as one packed integer per transform, so this stays fast —
 and refuses (:class:`Ambiguous`) unless every fitting rule gives the same query output.
-The trace names the first fitting rule (simplest first) and computes it bit by bit.
+The ``compact`` trace names the first fitting rule (simplest first) and computes it bit by
+bit. The ``stepwise`` trace finds that same rule by trying candidates on the examples:
+
+- level 1: each transform in turn on the examples until one differs (rejected); the first
+  that matches every example is the rule.
+- levels 2-3: the copies of one example's input, each xor the output (1 where it differs);
+  one local check per line narrows the combinations to those that fit that example (a pair
+  fits where its xors share no 1, an xor pair where one copy's xor is the other copy ...);
+  those are then tried, simplest first, on the other examples as in level 1.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from reasondistill.data.puzzles.common import (
 
 NAME = "bit_manipulation"
 LEVELS = (1, 2, 3)
-STYLES = ("compact",)  # a stepwise trace is not written yet
+STYLES = ("compact", "stepwise")
 VARIANTS = ("",)
 BITS = 8
 MASK = (1 << BITS) - 1
@@ -192,9 +200,133 @@ def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
         raise Ambiguous(f"{len(rules)} rules fit the examples and disagree on the query")
     rule = rules[0]
     answer = bits(rule.apply(query))
+    if style == "stepwise":
+        return "\n".join(stepwise_trace(level, pairs, query, rule)), answer
     x, y = pairs[0]
     trace = [f"Rule: {rule.name}", f"Query x = {bits(query)}", *bit_by_bit(rule, query)]
     if rule.combine:
         trace.append(f"Result {answer}")
     trace.append(check_line(f"{rule.name} turns {bits(x)} into {bits(y)} as given", answer))
     return "\n".join(trace), answer
+
+
+# --- the stepwise style ------------------------------------------------------------------------
+
+def names(items) -> str:
+    return ", ".join(items) or "none"
+
+
+def applied(rule: BitRule, x: int) -> str:
+    """``rule`` on ``x`` in one line: ``shl1 and rev of X = A and B = R``."""
+    copies = [bits(TRANSFORMS[p](x)) for p in rule.parts]
+    result = bits(rule.apply(x))
+    if not rule.combine:
+        return f"{rule.name} of {bits(x)} = {result}"
+    if len(copies) == 2:
+        return f"{rule.name} of {bits(x)} = {copies[0]} {rule.combine} {copies[1]} = {result}"
+    return f"{rule.name} of {bits(x)} = {rule.combine}({', '.join(copies)}) = {result}"
+
+
+def try_candidates(candidates: list[BitRule], examples: list[tuple[int, int]],
+                   rule: BitRule) -> list[str]:
+    """Each candidate, in order, on the examples in order: rejected at its first mismatch;
+    the first one that matches them all is ``rule``."""
+    lines = []
+    for candidate in candidates:
+        for x, y in examples:
+            fits = candidate.apply(x) == y
+            lines.append(f"{applied(candidate, x)}, "
+                         + ("as given" if fits else f"want {bits(y)}: rejected"))
+            if not fits:
+                break
+        else:
+            if candidate != rule:
+                raise AssertionError(f"{candidate.name} fits before {rule.name}")
+            return lines + [f"So the rule is {rule.name}"]
+    raise AssertionError(f"{rule.name} is not among the candidates")
+
+
+def narrow(x: int, y: int, level: int) -> tuple[list[str], list[BitRule]]:
+    """The copies of ``x``, each xor ``y`` (its *difference*: 1 where it differs from the
+    output), and one local check per line that leave exactly the rules of ``level`` mapping
+    ``x`` to ``y``, returned simplest first as :func:`fitting_rules` yields them.
+
+    A rule fits where its copies' differences allow it: one copy alone when it has none; an
+    ``and`` (``or``) pair of copies with 1 (0) wherever ``y`` has 1 (0) when their differences
+    share no 1; ``a xor b`` when ``b`` is ``a``'s difference; ``maj`` when no two of its three
+    differences share a 1; ``ch(a, b, c)`` when ``b`` has no difference where ``a`` has 1 and
+    ``c`` none where ``a`` has 0."""
+    copy = {n: TRANSFORMS[n](x) for n in NAMES}
+    diff = {n: v ^ y for n, v in copy.items()}
+    later = {n: NAMES[i + 1:] for i, n in enumerate(NAMES)}
+    lines = [f"Copies, each xor {bits(y)} (1 where it differs):"]
+    lines += [f"{n} of {bits(x)} = {bits(v)}, xor {bits(diff[n])}" for n, v in copy.items()]
+    alone = [n for n in UNARY if not diff[n]]
+    lines.append(f"Alone, xor 00000000: {names(alone)}")
+    found = [BitRule("", (n,)) for n in alone]
+    for op, keeps, where in (("and", lambda v: v & y == y, 1), ("or", lambda v: v | y == y, 0)):
+        members = [n for n in NAMES if keeps(copy[n])]
+        lines.append(f"{op} needs copies with {where} wherever {bits(y)} has {where}: "
+                     f"{names(members)}")
+        if len(members) > 1:
+            lines.append(f"{op} pairs need xors sharing no 1, later partners:")
+        for i, a in enumerate(members[:-1]):
+            partners = [b for b in members[i + 1:] if not diff[a] & diff[b]]
+            lines.append(f"{op} {a} {bits(diff[a])}: {names(partners)}")
+            found += [BitRule(op, (a, b)) for b in partners]
+    xor_pairs = [(a, b) for a in NAMES for b in later[a] if copy[b] == diff[a]]
+    lines.append("xor pairs, a xor equal to a later copy: "
+                 + names(f"{a} xor {b}" for a, b in xor_pairs))
+    found += [BitRule("xor", pair) for pair in xor_pairs]
+    if level >= 3:
+        lines.append("maj needs xors sharing no 1, later partners:")
+        partners = {a: [b for b in later[a] if not diff[a] & diff[b]] for a in NAMES[:-1]}
+        lines += [f"maj {a} {bits(diff[a])}: {names(bs)}" for a, bs in partners.items()]
+        triples = [(a, b, c) for a, bs in partners.items() for b in bs for c in bs
+                   if c in partners.get(b, ())]
+        lines.append("maj triples, the third a partner of the second: "
+                     + names(BitRule("maj", t).name for t in triples))
+        found += [BitRule("maj", t) for t in triples]
+        lines.append("ch(a, b, c) needs b with xor 0 where a has 1, c with xor 0 where a has 0:")
+        for a in NAMES:
+            bs = [b for b in NAMES if b != a and not diff[b] & copy[a]]
+            cs = [c for c in NAMES if c != a and not diff[c] & ~copy[a] & MASK]
+            lines.append(f"ch {a} {bits(copy[a])}: b {names(bs)}; c {names(cs)}")
+            found += [BitRule("ch", (a, b, c)) for b in bs for c in cs if c != b]
+    in_order = list(fitting_rules([(x, y)], level))
+    if len(found) != len(set(found)) or set(found) != set(in_order):
+        raise AssertionError("the stepwise narrowing disagrees with the packed search: "
+                             f"{set(found) ^ set(in_order)}")
+    lines.append("In order: " + names(r.name for r in in_order if len(r.parts) < 3)
+                 + (", then maj and ch as listed" if level >= 3 else ""))
+    return lines, in_order
+
+
+def evenness(y: int) -> int:
+    """0 for an output with 3 to 5 ones, 1 for 1 to 7, 2 for all 0s or all 1s. The more even
+    the output, the fewer candidates its example leaves (every and of two copies with no 1
+    in common maps to 00000000), and the shorter the trace."""
+    ones = bin(y).count("1")
+    return 0 if 3 <= ones <= 5 else 1 if 1 <= ones <= 7 else 2
+
+
+def stepwise_trace(level: int, pairs: list[tuple[int, int]], query: int,
+                   rule: BitRule) -> list[str]:
+    """Level 1 tries every transform on the examples; levels 2-3 first narrow the candidates
+    with one example (:func:`evenness`), then try those on the other examples."""
+    if level == 1:
+        lines = [f"Try in order: {', '.join(UNARY)}"]
+        lines += try_candidates([BitRule("", (n,)) for n in UNARY], pairs, rule)
+    else:
+        first = min(range(len(pairs)), key=lambda i: (evenness(pairs[i][1]), i))
+        x, y = pairs[first]
+        lines = [f"Narrow with the first output with 3 to 5 ones (else 1 to 7): example "
+                 f"{first + 1}, {bits(x)} -> {bits(y)}"]
+        narrowed, candidates = narrow(x, y, level)
+        lines += narrowed
+        lines += try_candidates(candidates, pairs[:first] + pairs[first + 1:], rule)
+    answer = bits(rule.apply(query))
+    lines += [f"Query: {applied(rule, query)}",
+              check_line(f"{rule.name} fits all {len(pairs)} examples", answer)]
+    return lines
+

@@ -1,7 +1,8 @@
 """Gravity: ``d = 0.5 * g * t^2`` with a secret ``g``; the examples give (t, d).
 
 The solver reads ``g = 2d/t^2`` off the example with the largest t, applies it to the
-query and checks it on the example with the smallest t; :mod:`.scaling` rejects draws whose rounded
+query and checks it on the example with the smallest t (the ``stepwise`` style writes each
+square, product and the division digit by digit, :mod:`.stepwise`); :mod:`.scaling` rejects draws whose rounded
 distances leave more than one answer possible.
 """
 
@@ -21,10 +22,11 @@ from reasondistill.data.puzzles.common import (
     render_prompt,
 )
 from reasondistill.data.puzzles.scaling import parse_pairs, pinned_constant
+from reasondistill.data.puzzles.stepwise import decimal_mul_steps, decimals, div_steps, round_steps
 
 NAME = "gravity"
 LEVELS = (1, 2, 3)
-STYLES = ("compact",)  # a stepwise trace is not written yet
+STYLES = ("compact", "stepwise")
 VARIANTS = ("",)
 G_STEP = Decimal("0.01")
 STORY = "the gravitational constant has been secretly changed. Objects fall d = 0.5*g*t^2."
@@ -73,12 +75,39 @@ def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     g, (t0, d0) = pinned_constant(pairs, t, half_square, G_STEP)
     t1 = min(pairs)[0]  # checked on another example than the one g is read from
     answer = str(distance(g, t))
-    trace = [
-        "g = 2*d/t^2",
-        f"t = {t0}, t^2 = {t0 * t0}",
-        f"g = 2*{d0}/{t0 * t0} = {g}",
-        f"t = {t}, t^2 = {t * t}",
-        f"d = 0.5*{g}*{t * t} = {answer}",
-        check_line(f"t = {t1} gives 0.5*{g}*{t1 * t1} = {distance(g, t1)} as given", answer),
-    ]
+    if style == "stepwise":
+        trace = stepwise_lines(g, t0, d0, t)
+    else:
+        trace = [
+            "g = 2*d/t^2",
+            f"t = {t0}, t^2 = {t0 * t0}",
+            f"g = 2*{d0}/{t0 * t0} = {g}",
+            f"t = {t}, t^2 = {t * t}",
+            f"d = 0.5*{g}*{t * t} = {answer}",
+        ]
+    trace.append(check_line(f"t = {t1} gives 0.5*{g}*{t1 * t1} = {distance(g, t1)} as given",
+                            answer))
     return "\n".join(trace), answer
+
+
+def stepwise_lines(g: Decimal, t0: Decimal, d0: Decimal, t: Decimal) -> list[str]:
+    """``g = 2d/t^2`` off the largest example (square, doubling, long division to one
+    decimal past g's grid, rounding), then ``d = 0.5*g*t^2`` for the query, all digit by
+    digit."""
+    places = decimals(G_STEP)
+    square_lines, square = decimal_mul_steps(t0, t0)
+    double_lines, double = decimal_mul_steps(d0, Decimal(2))
+    divided, quotient = div_steps(double, square, places + 1)
+    rounding, read = round_steps(quotient, places)
+    if read != g:
+        raise AssertionError(f"long division gives g = {read}, the solver {g}")
+    query_square_lines, query_square = decimal_mul_steps(t, t)
+    product_lines, product = decimal_mul_steps(g, query_square)
+    half_lines, half = decimal_mul_steps(product, Decimal("0.5"))
+    rounded_lines, result = round_steps(half, 2)
+    return [f"g = 2*d/t^2, read off the largest t: t = {t0}, d = {d0}",
+            f"t^2 = {t0}*{t0}", *square_lines, f"2*d = {d0}*2", *double_lines,
+            f"g = {double}/{square}", *divided, *rounding, f"g = {g}",
+            f"Query t = {t}: t^2 = {t}*{t}", *query_square_lines,
+            f"g*t^2 = {g}*{query_square}", *product_lines,
+            f"d = 0.5*{product}", *half_lines, *rounded_lines, f"Result {result}"]

@@ -1,7 +1,8 @@
 """Unit conversion: ``out = in * k`` with a secret factor ``k`` (3 decimals at most).
 
 The solver reads ``k = out/in`` off the example with the largest input, applies it to the
-query and checks it on the example with the smallest input; :mod:`.scaling` rejects draws
+query and checks it on the example with the smallest input (the ``stepwise`` style writes the
+division and the product digit by digit, :mod:`.stepwise`); :mod:`.scaling` rejects draws
 whose rounded outputs leave more than one answer possible.
 """
 
@@ -21,10 +22,11 @@ from reasondistill.data.puzzles.common import (
     render_prompt,
 )
 from reasondistill.data.puzzles.scaling import parse_pairs, pinned_constant
+from reasondistill.data.puzzles.stepwise import decimal_mul_steps, decimals, div_steps, round_steps
 
 NAME = "unit_conversion"
 LEVELS = (1, 2, 3)
-STYLES = ("compact",)  # a stepwise trace is not written yet
+STYLES = ("compact", "stepwise")
 VARIANTS = ("",)
 K_STEP = Decimal("0.001")
 UNITS = ("m", "kg", "s", "L", "km")
@@ -71,9 +73,23 @@ def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
     k, (x0, y0) = pinned_constant(pairs, x, identity, K_STEP)
     x1 = min(pairs)[0]
     answer = str(cents(x * k))
-    trace = [
-        f"k = out/in = {y0}/{x0} = {k}",
-        f"Query: {x}*{k} = {answer}",
-        check_line(f"{x1}*{k} = {cents(x1 * k)} as given", answer),
-    ]
+    if style == "stepwise":
+        trace = stepwise_lines(k, x0, y0, x)
+    else:
+        trace = [f"k = out/in = {y0}/{x0} = {k}", f"Query: {x}*{k} = {answer}"]
+    trace.append(check_line(f"{x1}*{k} = {cents(x1 * k)} as given", answer))
     return "\n".join(trace), answer
+
+
+def stepwise_lines(k: Decimal, x0: Decimal, y0: Decimal, x: Decimal) -> list[str]:
+    """``k`` by long division to one decimal past its grid, rounded; the query's product
+    digit by digit, rounded to cents."""
+    places = decimals(K_STEP)
+    divided, quotient = div_steps(y0, x0, places + 1)
+    rounding, read = round_steps(quotient, places)
+    if read != k:
+        raise AssertionError(f"long division gives k = {read}, the solver {k}")
+    product_lines, product = decimal_mul_steps(x, k)
+    rounded_lines, result = round_steps(product, 2)
+    return [f"k = out/in, read off the largest input: {y0}/{x0}", *divided, *rounding,
+            f"k = {k}", f"Query: {x}*{k}", *product_lines, *rounded_lines, f"Result {result}"]
