@@ -214,7 +214,7 @@ def puzzles_command(
     families: list[str] | None = typer.Option(None, "--families", help="repeat or comma-separate"),
     level: int | None = typer.Option(None, "--level", min=1),
     trace_style: str = typer.Option("compact", "--trace-style",
-                                    help="compact, or stepwise (numeral, cipher, equation_numeric)"),
+                                    help="compact, or stepwise (every family but cryptarithm)"),
 ):
     """Generate the built-in reasoning puzzle suite as a JSONL dataset."""
     from collections import Counter

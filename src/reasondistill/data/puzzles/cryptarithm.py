@@ -42,7 +42,7 @@ from reasondistill.data.puzzles.equation_rules import (
 
 NAME = "cryptarithm"
 LEVELS = (1, 2, 3)
-STYLES = ("compact",)  # a stepwise trace is not written yet
+STYLES = ("compact",)  # no stepwise trace: the digit map comes from a search (README)
 VARIANTS = ("deduce", "guess")
 SYMBOLS = "!\"#$%&'()*+,./:;<>?@[]^_`|~"  # no braces, backslash, '-', '=' or space
 EXAMPLES_PER_OPERATOR = 2
