@@ -467,7 +467,12 @@ def test_stepwise_decimal_arithmetic_is_exact():
     from decimal import ROUND_DOWN, Decimal
 
     from reasondistill.data.puzzles.common import cents
-    from reasondistill.data.puzzles.stepwise import decimal_mul_steps, decimals, div_steps, round_steps
+    from reasondistill.data.puzzles.stepwise import (
+        decimal_mul_steps,
+        decimals,
+        div_steps,
+        round_steps,
+    )
 
     rng = random.Random(0)
     for _ in range(2000):
@@ -486,7 +491,8 @@ def test_stepwise_scaling_reads_the_constant_by_long_division():
     e = generate_puzzles(1, seed=1, families=["unit_conversion"], level=2, style="stepwise")[0]
     lines = e.trace.splitlines()
     assert lines[0].startswith("k = out/in, read off the largest input: ")
-    assert lines[1].endswith("long division:") and any(l.startswith("remainder ") for l in lines)
+    assert lines[1].endswith("long division:")
+    assert any(line.startswith("remainder ") for line in lines)
     k = next(line for line in lines if re.fullmatch(r"k = \d+\.\d+", line))
     assert k == f"k = {e.meta['hidden_rule'].split(' = ')[1]}"
 

@@ -47,6 +47,21 @@ def pinned_constant(pairs: list[tuple[Decimal, Decimal]], query: Decimal, featur
     return constant, anchor
 
 
+def constant_steps(numerator: Decimal, denominator: Decimal, constant: Decimal,
+                   step: Decimal) -> list[str]:
+    """The ``stepwise`` lines that read ``constant`` as ``numerator / denominator``: long
+    division to one decimal past the grid, then rounding to it (:mod:`.stepwise`). They must
+    land on the constant :func:`pinned_constant` chose, which reads the same quotient."""
+    from reasondistill.data.puzzles.stepwise import decimals, div_steps, round_steps
+
+    places = decimals(step)
+    divided, quotient = div_steps(numerator, denominator, places + 1)
+    rounding, read = round_steps(quotient, places)
+    if read != constant:
+        raise AssertionError(f"long division gives {read}, the solver {constant}")
+    return [*divided, *rounding]
+
+
 def parse_pairs(prompt: str, example_line: re.Pattern, output_group: int, query: re.Pattern,
                 family: str) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
     """``([(x, y), ...], query x)`` from a prompt whose example lines match ``example_line``

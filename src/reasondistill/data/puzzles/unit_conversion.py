@@ -21,8 +21,8 @@ from reasondistill.data.puzzles.common import (
     random_decimal,
     render_prompt,
 )
-from reasondistill.data.puzzles.scaling import parse_pairs, pinned_constant
-from reasondistill.data.puzzles.stepwise import decimal_mul_steps, decimals, div_steps, round_steps
+from reasondistill.data.puzzles.scaling import constant_steps, parse_pairs, pinned_constant
+from reasondistill.data.puzzles.stepwise import decimal_mul_steps, round_steps
 
 NAME = "unit_conversion"
 LEVELS = (1, 2, 3)
@@ -84,12 +84,8 @@ def solve_from_prompt(prompt: str, style: str = "compact") -> tuple[str, str]:
 def stepwise_lines(k: Decimal, x0: Decimal, y0: Decimal, x: Decimal) -> list[str]:
     """``k`` by long division to one decimal past its grid, rounded; the query's product
     digit by digit, rounded to cents."""
-    places = decimals(K_STEP)
-    divided, quotient = div_steps(y0, x0, places + 1)
-    rounding, read = round_steps(quotient, places)
-    if read != k:
-        raise AssertionError(f"long division gives k = {read}, the solver {k}")
     product_lines, product = decimal_mul_steps(x, k)
     rounded_lines, result = round_steps(product, 2)
-    return [f"k = out/in, read off the largest input: {y0}/{x0}", *divided, *rounding,
+    return [f"k = out/in, read off the largest input: {y0}/{x0}",
+            *constant_steps(y0, x0, k, K_STEP),
             f"k = {k}", f"Query: {x}*{k}", *product_lines, *rounded_lines, f"Result {result}"]
