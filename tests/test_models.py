@@ -135,6 +135,20 @@ def test_resolve_dtype(monkeypatch):
         models.resolve_dtype("int8")
 
 
+@pytest.mark.parametrize("dispatched, has_bf16, expected", [
+    ("AVX512", True, True), ("AVX2", True, False), ("AVX512", False, False),
+    ("DEFAULT", False, False)])
+def test_bf16_is_native_only_where_torch_dispatches_avx512_bf16(monkeypatch, dispatched,
+                                                                has_bf16, expected):
+    """A CPU with AVX512-BF16 under ``ATEN_CPU_CAPABILITY=avx2`` runs AVX2 kernels: auto must
+    choose float32 there, as on an AVX2-only CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: dispatched)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert models.bf16_supported() is expected
+
+
 # --------------------------------------------------------------------------- embedded cache
 
 

@@ -61,14 +61,18 @@ EMBEDDED = {
 
 
 def bf16_supported() -> bool:
-    """Whether bfloat16 runs natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
+    """Whether bfloat16 runs natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX
+    whose kernels torch dispatches at AVX512 (``ATEN_CPU_CAPABILITY=avx2`` makes torch run
+    AVX2 kernels even there, where a bf16 matmul is ~200× slower than fp32)."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    dispatched = torch.backends.cpu.get_cpu_capability()
+    return dispatched.startswith("AVX512") and any(
+        bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def resolve_dtype(spec: str | torch.dtype | None) -> torch.dtype:
