@@ -197,14 +197,17 @@ def efficiency_plot(groups: list[dict[str, Any]]) -> bytes | None:
 
 
 def _heatmap(rows: list[str], columns: list[str], values: list[list[float | None]], *,
-             title: str, fmt: str, limits: tuple[float, float]) -> bytes:
+             title: str, fmt: str, limits: tuple[float, float], lower_is_darker: bool = False
+             ) -> bytes:
     fig = _figure(2.5 + 0.9 * len(columns), 1.4 + 0.35 * len(rows))
     ax = fig.subplots()
     grid = [[float("nan") if v is None else v for v in row] for row in values]
-    ax.imshow(grid, cmap="Greens", vmin=limits[0], vmax=limits[1], aspect="auto")
+    ax.imshow(grid, cmap="Greens_r" if lower_is_darker else "Greens", vmin=limits[0],
+              vmax=limits[1], aspect="auto")
     for i, row in enumerate(values):
         for j, value in enumerate(row):
-            dark = value is not None and (value - limits[0]) / (limits[1] - limits[0]) > 0.6
+            shade = None if value is None else (value - limits[0]) / ((limits[1] - limits[0]) or 1)
+            dark = shade is not None and (shade < 0.4 if lower_is_darker else shade > 0.6)
             ax.text(j, i, "—" if value is None else format(value, fmt), ha="center",
                     va="center", fontsize="x-small", color="white" if dark else "black")
     ax.set_xticks(range(len(columns)))
@@ -248,7 +251,9 @@ def error_bars(groups: list[dict[str, Any]]) -> bytes | None:
 
 
 def similarity_heatmap(groups: list[dict[str, Any]]) -> bytes | None:
-    """Linear CKA student ↔ teacher after training, per layer pair, mean over seeds."""
+    """Normalised MSE student ↔ teacher after training, per layer pair, mean over seeds.
+    nMSE, not CKA or cosine: with a self-teacher both round to 1.00 in every latent run,
+    while nMSE still separates them (0 is the teacher's own states)."""
     latent = [g for g in groups if g["similarity"]]
     if not latent:
         return None
@@ -259,14 +264,17 @@ def similarity_heatmap(groups: list[dict[str, Any]]) -> bytes | None:
         for similarity in group["similarity"]:
             for pair in (similarity.get("after") or {}).get("pairs", []):
                 key = f"{pair['student']}→{pair['teacher']}"
-                if pair.get("cka") is not None:
-                    cells[key].append(pair["cka"])
+                if pair.get("nmse") is not None:
+                    cells[key].append(pair["nmse"])
                 if key not in pairs:
                     pairs.append(key)
         rows.append({k: statistics.fmean(v) for k, v in cells.items()})
     values = [[row.get(p) for p in pairs] for row in rows]
-    return _heatmap([g["label"] for g in latent], pairs, values, fmt=".2f", limits=(0, 1),
-                    title="Layer similarity after training (linear CKA, student→teacher)")
+    present = [v for row in values for v in row if v is not None]
+    return _heatmap([g["label"] for g in latent], pairs, values, fmt=".4f",
+                    limits=(0.0, max([*present, 1e-6])), lower_is_darker=True,
+                    title="Layer distance after training (normalised MSE, student→teacher; "
+                          "0 = the teacher's states)")
 
 
 # --------------------------------------------------------------------------- the report
@@ -310,7 +318,7 @@ def build_sweep_report(results: dict[str, Any]) -> list:
                         sensitivity_plot(groups, key)))
     figures += [("per-type.png", "Accuracy per problem type", type_heatmap(groups)),
                 ("errors.png", "Error breakdown per group", error_bars(groups)),
-                ("layer-similarity.png", "Layer similarity after training (latent groups)",
+                ("layer-similarity.png", "Layer distance to the teacher after training (latent groups, normalised MSE)",
                  similarity_heatmap(groups))]
     blocks.append(Heading(2, "Figures"))
     blocks += [Figure(name, caption, png) for name, caption, png in figures if png]
