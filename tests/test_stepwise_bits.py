@@ -11,9 +11,9 @@ import re
 from itertools import combinations
 
 import pytest
-from test_puzzles import bit_rule, bit_transform, oracle
+from test_puzzles import bit_rule, bit_transform
 
-from reasondistill.data.puzzles import answer_in_trace, bit_manipulation, generate_puzzles, solve
+from reasondistill.data.puzzles import bit_manipulation, generate_puzzles
 
 LEVELS = (1, 2, 3)
 N = 120
@@ -175,15 +175,11 @@ def test_stepwise_is_a_bit_manipulation_style():
     assert bit_manipulation.STYLES == ("compact", "stepwise")
 
 
-def test_same_problems_re_solved_from_the_prompt_to_the_same_trace(level_pair):
+def test_stepwise_reaches_the_compact_traces_rule(level_pair):
+    """Same problems, re-solved from the prompt: test_puzzles' stepwise test, which covers
+    this family too. Here: the rule the search ends at is the one compact names."""
     level, compact, stepwise = level_pair
-    assert [(e.id, e.prompt, e.answer) for e in stepwise] == \
-        [(e.id, e.prompt, e.answer) for e in compact]
-    for e, c in zip(stepwise, compact):
-        assert e.meta["trace_style"] == "stepwise" and e.trace != c.trace
-        assert answer_in_trace(e.trace) == e.answer, e.id
-        assert solve(e) == (e.trace, e.answer), e.id  # from the prompt text alone
-        assert oracle(e) == e.answer, e.id
+    for e, c in zip(stepwise, compact, strict=True):
         rule = c.trace.splitlines()[0].removeprefix("Rule: ")
         lines = e.trace.splitlines()
         assert f"So the rule is {rule}" in lines, e.id  # the compact trace's rule
